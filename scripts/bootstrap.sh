@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs every Debian package this project needs. Idempotent: prints nothing
+# and touches nothing when all packages are present. Needs root (or sudo).
+set -euo pipefail
+
+PACKAGES=(
+  bazel-bootstrap          # Bazel 4.2.3, the build system
+  g++                      # C++17 compiler
+  libtorch-dev             # LibTorch 1.13.1 (CPU) headers and libraries
+  python3-torch            # the same torch for /usr/bin/python3 (scripting models, Python tests)
+  python3-numpy            # used by torch's Python tensors printing and test helpers
+  libopenmpi-dev           # OpenMPI 4.1 headers and libmpi
+  openmpi-bin              # mpirun
+  libabsl-dev              # Abseil (Status, StatusOr, flags, strings)
+  libgtest-dev             # GoogleTest
+  libgmock-dev             # GoogleMock
+  zlib1g-dev               # zlib
+  lammps                   # LAMMPS executable (reference runs)
+  liblammps-dev            # LAMMPS headers + liblammps.so for the plugin and launcher
+  libfmt-dev               # fmt 9 (LAMMPS headers include it)
+  libopenblas0             # fast BLAS for LibTorch's matmuls
+  python3-matplotlib       # benchmark plots
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "bootstrap: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

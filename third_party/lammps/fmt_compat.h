@@ -1,0 +1,24 @@
+// Debian's LAMMPS 20220106 headers call fmt::make_args_checked, which fmt 9 (Debian's libfmt) removed.
+// This header restores it on top of fmt 9. Include it before any LAMMPS header.
+#ifndef DEEPMD_THIRD_PARTY_LAMMPS_FMT_COMPAT_H_
+#define DEEPMD_THIRD_PARTY_LAMMPS_FMT_COMPAT_H_
+
+#ifdef LMP_ERROR_H
+#error "third_party/lammps/fmt_compat.h must be included before LAMMPS's error.h"
+#endif
+
+#include <type_traits>
+
+#include <fmt/format.h>
+
+#if FMT_VERSION >= 90000
+namespace fmt {
+// Same contract as fmt 8's: the explicit Args are the caller's argument types.
+template <typename... Args, typename S>
+inline auto make_args_checked(const S& /*format*/, const std::remove_reference_t<Args>&... args) {
+  return make_format_args(args...);
+}
+}  // namespace fmt
+#endif
+
+#endif  // DEEPMD_THIRD_PARTY_LAMMPS_FMT_COMPAT_H_

@@ -1,0 +1,24 @@
+#include "third_party/lammps/fmt_compat.h"
+
+#include <cstdio>
+#include <string>
+
+#include "error.h"
+#include "lammps.h"
+#include "lmptype.h"
+
+// Instantiates Error::all with formatted arguments (never called: it would need a LAMMPS instance).
+[[maybe_unused]] static void Instantiate(LAMMPS_NS::Error* error, int rank, const std::string& name) {
+  error->all(FLERR, "rank {} cannot load {}", rank, name);
+}
+
+int main() {
+  static_assert(sizeof(LAMMPS_NS::bigint) == 8, "Debian's liblammps is LAMMPS_SMALLBIG");
+  static_assert(sizeof(LAMMPS_NS::tagint) == 4, "Debian's liblammps is LAMMPS_SMALLBIG");
+  std::string text = fmt::vformat("{} {}", fmt::make_args_checked<int, const char*>("{} {}", 3, "ok"));
+  if (text != "3 ok") {
+    std::printf("fmt compat produced '%s'\n", text.c_str());
+    return 1;
+  }
+  return 0;
+}
