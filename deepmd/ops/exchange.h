@@ -1,0 +1,26 @@
+// The ghost exchange itself, on raw row-major buffers: the forward fill of ghost rows and its exact
+// transpose. The Torch ops (ops.cc) are thin wrappers; the LAMMPS-free runtime may call these directly.
+#ifndef DEEPMD_OPS_EXCHANGE_H_
+#define DEEPMD_OPS_EXCHANGE_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "deepmd/ops/plan.h"
+
+namespace deepmd::ops {
+
+// out = E in: owned rows are copied, every ghost row is overwritten by its owner's row (multi-hop
+// ghosts included), stage by stage. `in` and `out` hold plan.nrows() rows of `width` values and must
+// not overlap. Collective: every rank of the plan's communicator calls it with its own plan.
+template <typename T>
+absl::Status ExchangeGhostsForward(const PlanView& plan, const T* in, T* out, int64_t width);
+
+// out = E^T in: every ghost row is sent back along the path it came and ADDED into the row it was
+// copied from (stages in reverse order); ghost rows of the result are zero.
+template <typename T>
+absl::Status ExchangeGhostsReverse(const PlanView& plan, const T* in, T* out, int64_t width);
+
+}  // namespace deepmd::ops
+
+#endif  // DEEPMD_OPS_EXCHANGE_H_
