@@ -5,7 +5,6 @@ set -uo pipefail
 nranks="$1"
 shift
 export OMPI_MCA_rmaps_base_oversubscribe=1   # more ranks than cores
-export OMPI_MCA_btl_vader_single_copy_mechanism=none  # CMA is not permitted in containers
 export OMPI_MCA_plm_rsh_agent=false   # never try ssh
 timeout --signal=KILL "${MPI_TEST_TIMEOUT:-240}" \
   mpirun -np "$nranks" --oversubscribe --bind-to none "$@"
