@@ -80,6 +80,7 @@ absl::StatusOr<PlanView> PlanView::Parse(absl::Span<const int32_t> w) {
   const int32_t* messages = stages + int64_t{kStageWords} * nstages;
   int64_t next_message = 0;
   int64_t filled = nlocal;  // rows [0, filled) hold data: owned rows, then ghosts in fill order
+  bool forwards_ghosts = false;
   for (int32_t s = 0; s < nstages; ++s) {
     const int32_t first = stages[kStageWords * s], count = stages[kStageWords * s + 1];
     if (first != next_message || count < 0 || int64_t{first} + count > nmessages) {
@@ -120,6 +121,7 @@ absl::StatusOr<PlanView> PlanView::Parse(absl::Span<const int32_t> w) {
             return Invalid(absl::StrCat(name(), "sends row ", row, ", but only rows [0, ", readable,
                                         ") hold data before this stage (owned rows and earlier stages' ghosts)"));
           }
+          forwards_ghosts |= row >= nlocal;
         }
       }
     }
@@ -134,7 +136,7 @@ absl::StatusOr<PlanView> PlanView::Parse(absl::Span<const int32_t> w) {
   if (filled != nrows) {
     return Invalid(absl::StrCat("receives fill ", filled - nlocal, " ghost rows; nghost is ", nghost));
   }
-  return PlanView(w);
+  return PlanView(w, forwards_ghosts);
 }
 
 int32_t PlanView::stage_first_message(int32_t stage) const {

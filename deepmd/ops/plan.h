@@ -70,10 +70,15 @@ class PlanView {
   // Largest number of rows this rank sends to other ranks in one stage (scratch sizing).
   int64_t max_remote_send_rows_per_stage() const;
   int64_t max_remote_send_rows_in_stage(int32_t stage) const;
+  // Whether some stage sends ghost rows on (multi-hop or corner ghosts). When not, the reverse
+  // exchange never adds into ghost rows and can send them straight from its input.
+  bool forwards_ghosts() const { return forwards_ghosts_; }
 
  private:
-  explicit PlanView(absl::Span<const int32_t> words) : words_(words) {}
+  PlanView(absl::Span<const int32_t> words, bool forwards_ghosts)
+      : words_(words), forwards_ghosts_(forwards_ghosts) {}
   absl::Span<const int32_t> words_;
+  bool forwards_ghosts_;
 };
 
 // Writes plans. Stages are appended in order; within a stage, messages in the order given.

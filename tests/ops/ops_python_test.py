@@ -30,6 +30,13 @@ def plan():
     return encode(NLOCAL, NGHOST, STAGES)
 
 
+# A plan that never sends a ghost row on (the reverse then reads ghost rows from its input directly).
+ONE_HOP_STAGES = [
+    [("send", 0, [3, 0, 4]), ("recv", 0, 3, 5)],
+    [("send", 0, [1]), ("send", 0, [0, 0]), ("recv", 0, 1, 8), ("recv", 0, 2, 9)],
+]
+
+
 class ForwardAndReverseTest(unittest.TestCase):
     def test_forward_matches_matrix(self):
         for dtype in (torch.float64, torch.float32):
@@ -44,11 +51,14 @@ class ForwardAndReverseTest(unittest.TestCase):
         self.assertEqual(out[NLOCAL:], [0, 1, 0, 4, 3, 0, 1, 2, 2])
 
     def test_reverse_is_transpose(self):
-        for dtype in (torch.float64, torch.float32):
-            g = torch.randn(NLOCAL + NGHOST, 3, dtype=dtype)
-            E = exchange_matrix(NLOCAL, NGHOST, STAGES, dtype)
-            torch.testing.assert_close(ops.exchange_ghosts_reverse(plan(), g), E.T @ g,
-                                       rtol=1e-6 if dtype == torch.float32 else 1e-14, atol=1e-6)
+        for stages, nghost in ((STAGES, NGHOST), (ONE_HOP_STAGES, 6)):
+            for dtype in (torch.float64, torch.float32):
+                g = torch.randn(NLOCAL + nghost, 3, dtype=dtype)
+                E = exchange_matrix(NLOCAL, nghost, stages, dtype)
+                torch.testing.assert_close(ops.exchange_ghosts_reverse(encode(NLOCAL, nghost, stages), g), E.T @ g,
+                                           rtol=1e-6 if dtype == torch.float32 else 1e-14, atol=1e-6)
+                torch.testing.assert_close(ops.exchange_ghosts(encode(NLOCAL, nghost, stages), g), E @ g,
+                                           rtol=0, atol=0)
 
     def test_adjoint_identity(self):
         torch.manual_seed(1)
