@@ -1,0 +1,109 @@
+"""Reference descriptors. Each maps (extended coordinates, extended types, neighbour list, ghost
+mapping or plan) to per-local-atom features [nf, nloc, dim_out]. Message-passing descriptors fill
+ghost embeddings before every layer through their `ghosts` submodule (ghosts.py); nothing else
+differs between the regular and the with-comm graph."""
+
+from typing import List, Optional
+
+import torch
+
+from deepmd.models.common import MLP, gather_rows, select_neighbors, smooth_switch
+from deepmd.models.ghosts import MappingGhosts
+
+
+class SeE2A(torch.nn.Module):
+    """Two-body smooth embedding (DeepPot-SE): no message passing, the baseline."""
+
+    def __init__(self, ntypes: int, rcut: float, rcut_smth: float, sel: int, neuron: List[int],
+                 axis_neuron: int, seed: int, dtype: torch.dtype):
+        super().__init__()
+        self.rcut, self.rcut_smth, self.sel = rcut, rcut_smth, sel
+        self.axis_neuron = axis_neuron
+        self.nets = torch.nn.ModuleList([MLP([1] + neuron, seed + t, dtype) for t in range(ntypes)])
+        self.dim_out = neuron[-1] * axis_neuron
+        self.has_message_passing = False
+        self.nlayers = 0
+        self.ghosts = MappingGhosts()  # unused: kept so every descriptor has the same structure
+
+    def forward(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor,
+                mapping: Optional[torch.Tensor], plan: Optional[torch.Tensor]) -> torch.Tensor:
+        nf, nloc = nlist.shape[0], nlist.shape[1]
+        index, rij, d = select_neighbors(coord, nlist, nloc, self.rcut, self.sel)
+        mask = (index >= 0).to(coord.dtype)
+        sw = smooth_switch(d, self.rcut_smth, self.rcut) * mask
+        s = sw / d
+        env = torch.cat([s.unsqueeze(-1), (s / d).unsqueeze(-1) * rij], dim=-1)  # [nf,nloc,sel,4]
+        tj = gather_rows(atype.unsqueeze(-1).to(coord.dtype), index).squeeze(-1).to(torch.long)
+        g = torch.zeros(nf, nloc, self.sel, self.dim_out // self.axis_neuron, dtype=coord.dtype,
+                        device=coord.device)
+        for t, net in enumerate(self.nets):
+            g = g + (tj == t).unsqueeze(-1).to(coord.dtype) * net(s.unsqueeze(-1))
+        g = g * mask.unsqueeze(-1)
+        t_mat = torch.matmul(g.transpose(2, 3), env) / self.sel  # [nf,nloc,M,4]
+        desc = torch.matmul(t_mat, t_mat[:, :, : self.axis_neuron, :].transpose(2, 3))
+        return desc.reshape(nf, nloc, self.dim_out)
+
+
+class RepFlowLayer(torch.nn.Module):
+    def __init__(self, n_dim: int, e_dim: int, a_dim: int, seed: int, dtype: torch.dtype):
+        super().__init__()
+        self.message = MLP([2 * n_dim + e_dim, n_dim], seed, dtype)
+        self.node_self = MLP([n_dim, n_dim], seed + 1, dtype, gain=0.5)
+        self.edge_update = MLP([2 * n_dim + e_dim, e_dim], seed + 2, dtype, gain=0.5)
+        self.angle_update = MLP([a_dim + 2 * e_dim, a_dim], seed + 3, dtype, gain=0.5)
+        self.angle_to_edge = MLP([a_dim, e_dim], seed + 4, dtype, gain=0.5)
+
+
+class RepFlows(torch.nn.Module):
+    """DPA3-style repflows: node, edge and angle embeddings updated layer by layer; every layer reads
+    its neighbours' node embeddings, so ghosts must be filled before each layer."""
+
+    def __init__(self, ntypes: int, e_rcut: float, e_rcut_smth: float, e_sel: int, a_rcut: float,
+                 a_rcut_smth: float, a_sel: int, n_dim: int, e_dim: int, a_dim: int, nlayers: int,
+                 n_rbf: int, seed: int, dtype: torch.dtype):
+        super().__init__()
+        if a_sel > e_sel or a_rcut > e_rcut:
+            raise ValueError("repflows: angles use the nearest edge neighbours, so a_sel <= e_sel and a_rcut <= e_rcut")
+        self.e_rcut, self.e_rcut_smth, self.e_sel = e_rcut, e_rcut_smth, e_sel
+        self.a_rcut, self.a_rcut_smth, self.a_sel = a_rcut, a_rcut_smth, a_sel
+        self.n_dim, self.nlayers, self.dim_out = n_dim, nlayers, n_dim
+        g = torch.Generator().manual_seed(seed)
+        self.type_embedding = torch.nn.Parameter(torch.randn(ntypes, n_dim, generator=g, dtype=torch.float64).to(dtype))
+        self.register_buffer("rbf_centers", torch.linspace(0.0, e_rcut, n_rbf, dtype=dtype))
+        self.rbf_width = e_rcut / n_rbf
+        self.edge_embed = MLP([n_rbf, e_dim], seed + 1, dtype)
+        self.angle_embed = MLP([1, a_dim], seed + 2, dtype)
+        self.layers = torch.nn.ModuleList([RepFlowLayer(n_dim, e_dim, a_dim, seed + 10 * (l + 1), dtype)
+                                           for l in range(nlayers)])
+        self.has_message_passing = True
+        self.ghosts = MappingGhosts()
+
+    def forward(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor,
+                mapping: Optional[torch.Tensor], plan: Optional[torch.Tensor]) -> torch.Tensor:
+        nf, nloc, nall = nlist.shape[0], nlist.shape[1], coord.shape[1]
+        index, rij, d = select_neighbors(coord, nlist, nloc, self.e_rcut, self.e_sel)
+        mask = (index >= 0).to(coord.dtype)
+        sw_e = (smooth_switch(d, self.e_rcut_smth, self.e_rcut) * mask).unsqueeze(-1)
+        rbf = torch.exp(-(((d.unsqueeze(-1) - self.rbf_centers) / self.rbf_width) ** 2))
+        edge = self.edge_embed(rbf)  # [nf,nloc,e_sel,e_dim]
+        a = self.a_sel
+        ra, da = rij[:, :, :a, :], d[:, :, :a]
+        sw_a = smooth_switch(da, self.a_rcut_smth, self.a_rcut) * mask[:, :, :a]
+        cos = torch.matmul(ra, ra.transpose(2, 3)) / (da.unsqueeze(-1) * da.unsqueeze(-2))
+        w_a = (sw_a.unsqueeze(-1) * sw_a.unsqueeze(-2)).unsqueeze(-1)  # [nf,nloc,a,a,1]
+        angle = self.angle_embed(cos.unsqueeze(-1))  # [nf,nloc,a,a,a_dim]
+        node = self.type_embedding[atype[:, :nloc]]  # [nf,nloc,n_dim]
+        for layer in self.layers:
+            node_ext = self.ghosts(node, nall, mapping, plan)
+            neighbors = gather_rows(node_ext, index)
+            centre = node.unsqueeze(2).expand(-1, -1, self.e_sel, -1)
+            pair = torch.cat([centre, neighbors, edge], dim=-1)
+            node_next = node + layer.node_self(node) + (sw_e * layer.message(pair)).sum(2) / self.e_sel
+            edge_next = edge + layer.edge_update(pair)
+            ej = edge[:, :, :a, :].unsqueeze(3).expand(-1, -1, -1, a, -1)
+            ek = edge[:, :, :a, :].unsqueeze(2).expand(-1, -1, a, -1, -1)
+            angle = angle + layer.angle_update(torch.cat([angle, ej, ek], dim=-1))
+            from_angles = (w_a * layer.angle_to_edge(angle)).sum(3) / a
+            edge = torch.cat([edge_next[:, :, :a, :] + from_angles, edge_next[:, :, a:, :]], dim=2)
+            node = node_next
+        return node

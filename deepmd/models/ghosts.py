@@ -1,0 +1,31 @@
+"""The one step that differs between the two exported graphs: filling ghost atoms' node embeddings
+before a message-passing layer. Both take local embeddings [nf, nloc, F] and return [nf, nall, F]."""
+
+from typing import Optional
+
+import torch
+
+
+class MappingGhosts(torch.nn.Module):
+    """Regular graph (one rank): each extended atom takes the row of its local owner (mapping)."""
+
+    def forward(self, node: torch.Tensor, nall: int, mapping: Optional[torch.Tensor],
+                plan: Optional[torch.Tensor]) -> torch.Tensor:
+        if mapping is None:
+            raise RuntimeError("the regular graph needs the ghost -> owner mapping")
+        return torch.gather(node, 1, mapping.unsqueeze(-1).expand(-1, -1, node.shape[2]))
+
+
+class ExchangeGhosts(torch.nn.Module):
+    """With-comm graph (several ranks): ghost rows come from their owners through the
+    deepmd_comm::exchange_ghosts op, driven by the ghost-exchange plan (one frame)."""
+
+    def forward(self, node: torch.Tensor, nall: int, mapping: Optional[torch.Tensor],
+                plan: Optional[torch.Tensor]) -> torch.Tensor:
+        if plan is None:
+            raise RuntimeError("the with-comm graph needs the ghost-exchange plan")
+        if node.shape[0] != 1:
+            raise RuntimeError("the with-comm graph evaluates one frame at a time")
+        nloc = node.shape[1]
+        padded = torch.nn.functional.pad(node[0], [0, 0, 0, nall - nloc])
+        return torch.ops.deepmd_comm.exchange_ghosts(plan, padded).unsqueeze(0)

@@ -1,0 +1,123 @@
+"""Reference models in Python (eager and TorchScript) on periodic systems.
+
+Oracles: the eager model for the scripted graphs; the regular (mapping) graph for the with-comm graph
+on self-exchange plans whose ghosts travel several hops; central finite differences of the energy for
+forces and virial. Usage: models_python_test.py OPS_LIBRARY."""
+
+import copy
+import json
+import os
+import sys
+import unittest
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from periodic import extend, random_system  # noqa: E402
+
+from deepmd.models.config import build_model  # noqa: E402
+from deepmd.models.model import RegularGraph, WithCommGraph  # noqa: E402
+
+EXAMPLES = os.path.join(HERE, "..", "..", "deepmd", "models", "examples")
+CONFIGS = {name: json.load(open(os.path.join(EXAMPLES, name + ".json"))) for name in ("se_e2_a", "dpa3")}
+
+
+def small_config(name):
+    """The example configuration, made smaller so finite differences stay fast."""
+    cfg = copy.deepcopy(CONFIGS[name])
+    d = cfg["descriptor"]
+    if d["type"] == "dpa3":
+        d.update(n_dim=8, e_dim=6, a_dim=4, e_sel=48, a_sel=16)
+    else:
+        d.update(neuron=[8, 12], axis_neuron=4, sel=48)
+    cfg["fitting"]["neuron"] = [12]
+    return cfg
+
+
+def system(box, natoms, seed, rcut):
+    pos, atype = random_system(natoms, box, 2, seed)
+    return pos, atype, extend(pos, atype, box, rcut)
+
+
+def regular(model, s, coord=None):
+    return RegularGraph(model).forward_lower(s["coord"] if coord is None else coord, s["atype"], s["nlist"],
+                                              s["mapping"], None, None, True)
+
+
+class ScriptedEqualsEagerTest(unittest.TestCase):
+    def test_both_graphs(self):
+        for name in CONFIGS:
+            cfg = CONFIGS[name]
+            rcut = build_model(cfg).rcut
+            _, _, s = system([8.0, 8.5, 9.0], 50, 11, rcut)
+            eager = regular(build_model(cfg), s)
+            scripted = torch.jit.script(RegularGraph(build_model(cfg)))
+            out = scripted.forward_lower(s["coord"], s["atype"], s["nlist"], s["mapping"], None, None, True)
+            comm = torch.jit.script(WithCommGraph(build_model(cfg)))
+            out_comm = comm.forward_lower_with_comm(s["coord"], s["atype"], s["nlist"], None, None, True, s["plan"])
+            for key in ("energy", "atom_energy", "force", "virial", "atom_virial"):
+                for o in (out, out_comm):
+                    torch.testing.assert_close(o[key], eager[key], rtol=1e-12, atol=1e-12, msg=f"{name} {key}")
+
+
+class WithCommEqualsRegularTest(unittest.TestCase):
+    def test_multi_hop_self_plans(self):
+        for name in CONFIGS:
+            cfg = small_config(name)
+            model = build_model(cfg)
+            # Boxes thinner than the cutoff: ghosts of ghosts, several hops per dimension.
+            _, _, s = system([4.2, 4.6, 5.5], 12, 3, model.rcut)
+            self.assertTrue(s["multi_hop"])
+            ref = regular(copy.deepcopy(model), s)
+            out = WithCommGraph(copy.deepcopy(model)).forward_lower_with_comm(
+                s["coord"], s["atype"], s["nlist"], None, None, True, s["plan"])
+            for key in ("energy", "force", "virial", "atom_virial"):
+                torch.testing.assert_close(out[key], ref[key], rtol=1e-10, atol=1e-10, msg=f"{name} {key}")
+
+
+class FiniteDifferenceTest(unittest.TestCase):
+    def energy(self, model, pos, atype, box):
+        s = extend(pos, atype, box, model.rcut)
+        return regular(model, s)["energy"].item(), s
+
+    def test_forces_and_virial(self):
+        h = 1e-5
+        for name in CONFIGS:
+            model = build_model(small_config(name))
+            box = [6.0, 6.5, 7.0]
+            pos, atype = random_system(14, box, 2, 5)
+            _, s = self.energy(model, pos, atype, box)
+            out = regular(model, s)
+            nloc = s["nloc"]
+            # Forces on each atom = sum over its images (the ghosts' forces fold onto owners).
+            force = torch.zeros(nloc, 3, dtype=torch.float64).index_add_(0, s["mapping"][0], out["force"][0])
+            for atom in (0, 5, 13):
+                for a in range(3):
+                    plus, minus = pos.clone(), pos.clone()
+                    plus[atom, a] += h
+                    minus[atom, a] -= h
+                    fd = -(self.energy(model, plus, atype, box)[0] - self.energy(model, minus, atype, box)[0]) / (2 * h)
+                    self.assertAlmostEqual(force[atom, a].item(), fd, delta=1e-7 * max(1, abs(fd)),
+                                           msg=f"{name} force atom {atom} axis {a}")
+            # Virial = -dE/d(strain), diagonal components: scale positions and box together.
+            virial = out["virial"][0].reshape(3, 3)
+            for a in range(3):
+                def strained(eps):
+                    m = torch.eye(3, dtype=torch.float64)
+                    m[a, a] += eps
+                    return self.energy(model, pos @ m.T, atype, [box[i] * m[i, i].item() for i in range(3)])[0]
+                fd = -(strained(h) - strained(-h)) / (2 * h)
+                self.assertAlmostEqual(virial[a, a].item(), fd, delta=1e-6 * max(1, abs(fd)), msg=f"{name} virial {a}{a}")
+
+
+def main():
+    torch.ops.load_library(sys.argv[1])
+    result = unittest.main(argv=[sys.argv[0]] + sys.argv[2:], exit=False, verbosity=2).result
+    failed = len(result.failures) + len(result.errors)
+    print(f"{result.testsRun - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
