@@ -5,7 +5,7 @@ from typing import Any, Dict
 
 import torch
 
-from deepmd.models.descriptors import RepFlows, SeE2A
+from deepmd.models.descriptors import Hybrid, RepFlows, Repformers, SeE2A
 from deepmd.models.fitting import EnergyFitting
 from deepmd.models.model import EnergyModel
 
@@ -21,7 +21,27 @@ def _descriptor(cfg: Dict[str, Any], ntypes: int, seed: int, dtype: torch.dtype)
         return RepFlows(ntypes, cfg["e_rcut"], cfg["e_rcut_smth"], cfg["e_sel"], cfg["a_rcut"], cfg["a_rcut_smth"],
                         cfg["a_sel"], cfg.get("n_dim", 32), cfg.get("e_dim", 16), cfg.get("a_dim", 8),
                         cfg.get("nlayers", 2), cfg.get("n_rbf", 8), seed, dtype)
-    raise ValueError(f"descriptor.type {kind!r} is not one of: se_e2_a, dpa3")
+    if kind == "dpa2":
+        return Repformers(ntypes, cfg["rcut_init"], cfg["rcut_smth_init"], cfg["sel_init"], cfg["rcut"],
+                          cfg["rcut_smth"], cfg["sel"], cfg.get("tebd_dim", 8), cfg.get("init_neuron", [16, 32]),
+                          cfg.get("init_axis", 4), cfg.get("g1_dim", 32), cfg.get("g2_dim", 16),
+                          cfg.get("attn_dim", 16), cfg.get("axis", 4), cfg.get("nlayers", 2), seed, dtype)
+    if kind == "hybrid":
+        return Hybrid([_descriptor(child, ntypes, seed + 1000 * (i + 1), dtype) for i, child in enumerate(cfg["list"])])
+    raise ValueError(f"descriptor.type {kind!r} is not one of: se_e2_a, dpa3, dpa2, hybrid")
+
+
+def cutoff(cfg: Dict[str, Any]) -> float:
+    """The largest neighbour cutoff of a descriptor configuration (what the neighbour list must cover)."""
+    if cfg["type"] == "hybrid":
+        return max(cutoff(child) for child in cfg["list"])
+    return max(cfg.get(k, 0.0) for k in ("rcut", "e_rcut", "rcut_init"))
+
+
+def max_sel(cfg: Dict[str, Any]) -> int:
+    if cfg["type"] == "hybrid":
+        return max(max_sel(child) for child in cfg["list"])
+    return max(cfg.get(k, 0) for k in ("sel", "e_sel", "sel_init"))
 
 
 def build_model(config: Dict[str, Any]) -> EnergyModel:
@@ -35,8 +55,8 @@ def build_model(config: Dict[str, Any]) -> EnergyModel:
     bias = fit_cfg.get("bias", [-1.0] * ntypes)
     fitting = EnergyFitting(ntypes, descriptor.dim_out, fit_cfg.get("neuron", [32, 32]), fit_cfg.get("dim_fparam", 0),
                             fit_cfg.get("dim_aparam", 0), bias, fit_cfg.get("scale", 20.0), seed + 7, dtype)
-    rcut = desc_cfg.get("rcut", desc_cfg.get("e_rcut"))
-    sel = [desc_cfg.get("sel", desc_cfg.get("e_sel"))]
+    rcut = cutoff(desc_cfg)
+    sel = [max_sel(desc_cfg)]
     return EnergyModel(descriptor, fitting, type_map, rcut, sel)
 
 

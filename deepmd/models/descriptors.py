@@ -39,7 +39,7 @@ class SeE2A(torch.nn.Module):
         for t, net in enumerate(self.nets):
             g = g + (tj == t).unsqueeze(-1).to(coord.dtype) * net(s.unsqueeze(-1))
         g = g * mask.unsqueeze(-1)
-        t_mat = torch.matmul(g.transpose(2, 3), env) / self.sel  # [nf,nloc,M,4]
+        t_mat = torch.matmul(g.transpose(2, 3), env) / self.sel ** 0.5  # [nf,nloc,M,4]
         desc = torch.matmul(t_mat, t_mat[:, :, : self.axis_neuron, :].transpose(2, 3))
         return desc.reshape(nf, nloc, self.dim_out)
 
@@ -107,3 +107,96 @@ class RepFlows(torch.nn.Module):
             edge = torch.cat([edge_next[:, :, :a, :] + from_angles, edge_next[:, :, a:, :]], dim=2)
             node = node_next
         return node
+
+
+class RepformerLayer(torch.nn.Module):
+    def __init__(self, g1_dim: int, g2_dim: int, attn_dim: int, axis: int, seed: int, dtype: torch.dtype):
+        super().__init__()
+        self.query = MLP([g1_dim, attn_dim], seed, dtype, activate_last=False)
+        self.key = MLP([g1_dim, attn_dim], seed + 1, dtype, activate_last=False)
+        self.value = MLP([g1_dim, g1_dim], seed + 2, dtype)
+        self.pair_project = MLP([g1_dim, g2_dim], seed + 3, dtype, activate_last=False)
+        self.pair_update = MLP([2 * g2_dim, g2_dim], seed + 4, dtype, gain=0.5)
+        self.node_update = MLP([2 * g1_dim + g2_dim * axis, g1_dim], seed + 5, dtype, gain=0.5)
+
+
+class Repformers(torch.nn.Module):
+    """DPA2-style: a repinit block (two-body, type-embedded, no message passing) gives the first node
+    features g1; repformer layers then update g1 from neighbours' g1 (smooth attention), pair
+    features g2 and direction features, so every layer needs ghosts' g1."""
+
+    def __init__(self, ntypes: int, rcut_init: float, rcut_smth_init: float, sel_init: int, rcut: float,
+                 rcut_smth: float, sel: int, tebd_dim: int, init_neuron: List[int], init_axis: int, g1_dim: int,
+                 g2_dim: int, attn_dim: int, axis: int, nlayers: int, seed: int, dtype: torch.dtype):
+        super().__init__()
+        if rcut > rcut_init:
+            raise ValueError("dpa2: the repformer cutoff must not exceed the repinit cutoff")
+        self.rcut_init, self.rcut_smth_init, self.sel_init = rcut_init, rcut_smth_init, sel_init
+        self.rcut, self.rcut_smth, self.sel = rcut, rcut_smth, sel
+        self.init_axis, self.axis, self.nlayers, self.dim_out = init_axis, axis, nlayers, g1_dim
+        g = torch.Generator().manual_seed(seed)
+        self.type_embedding = torch.nn.Parameter(
+            torch.randn(ntypes, tebd_dim, generator=g, dtype=torch.float64).to(dtype))
+        self.init_net = MLP([1 + 2 * tebd_dim] + init_neuron, seed + 1, dtype)
+        self.init_out = MLP([init_neuron[-1] * init_axis, g1_dim], seed + 2, dtype)
+        self.pair_embed = MLP([1, g2_dim], seed + 3, dtype)
+        self.layers = torch.nn.ModuleList([RepformerLayer(g1_dim, g2_dim, attn_dim, axis, seed + 10 * (l + 1), dtype)
+                                           for l in range(nlayers)])
+        self.has_message_passing = True
+        self.ghosts = MappingGhosts()
+
+    def _repinit(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor) -> torch.Tensor:
+        nf, nloc = nlist.shape[0], nlist.shape[1]
+        index, rij, d = select_neighbors(coord, nlist, nloc, self.rcut_init, self.sel_init)
+        mask = (index >= 0).to(coord.dtype)
+        s = smooth_switch(d, self.rcut_smth_init, self.rcut_init) * mask / d
+        env = torch.cat([s.unsqueeze(-1), (s / d).unsqueeze(-1) * rij], dim=-1)
+        tebd_ext = self.type_embedding[atype]  # [nf,nall,tebd]
+        tebd_j = gather_rows(tebd_ext, index)
+        tebd_i = tebd_ext[:, :nloc, :].unsqueeze(2).expand(-1, -1, self.sel_init, -1)
+        g = self.init_net(torch.cat([s.unsqueeze(-1), tebd_i, tebd_j], dim=-1)) * mask.unsqueeze(-1)
+        t_mat = torch.matmul(g.transpose(2, 3), env) / self.sel_init
+        desc = torch.matmul(t_mat, t_mat[:, :, : self.init_axis, :].transpose(2, 3))
+        return self.init_out(desc.reshape(nf, nloc, -1))
+
+    def forward(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor,
+                mapping: Optional[torch.Tensor], plan: Optional[torch.Tensor]) -> torch.Tensor:
+        nf, nloc, nall = nlist.shape[0], nlist.shape[1], coord.shape[1]
+        g1 = self._repinit(coord, atype, nlist)
+        index, rij, d = select_neighbors(coord, nlist, nloc, self.rcut, self.sel)
+        mask = (index >= 0).to(coord.dtype)
+        sw = smooth_switch(d, self.rcut_smth, self.rcut) * mask  # [nf,nloc,sel]
+        h2 = rij / d.unsqueeze(-1)  # unit directions
+        g2 = self.pair_embed((sw / d).unsqueeze(-1))
+        for layer in self.layers:
+            g1_ext = self.ghosts(g1, nall, mapping, plan)
+            g1_j = gather_rows(g1_ext, index)
+            # Smooth attention: a neighbour's weight and its share of the normalisation vanish with sw.
+            logits = torch.tanh((layer.query(g1).unsqueeze(2) * layer.key(g1_j)).sum(-1)) * 3.0
+            weight = sw * torch.exp(logits)
+            weight = weight / (1.0 + weight.sum(-1, keepdim=True))
+            attended = (weight.unsqueeze(-1) * layer.value(g1_j)).sum(2)
+            g2 = g2 + layer.pair_update(torch.cat([g2, layer.pair_project(g1.unsqueeze(2) * g1_j)], dim=-1))
+            # Rotation-invariant contraction of pair features with directions.
+            t_mat = torch.matmul((sw.unsqueeze(-1) * g2).transpose(2, 3), h2) / self.sel  # [nf,nloc,g2,3]
+            invariant = torch.matmul(t_mat, t_mat[:, :, : self.axis, :].transpose(2, 3)).reshape(nf, nloc, -1)
+            g1 = g1 + layer.node_update(torch.cat([g1, attended, invariant], dim=-1))
+        return g1
+
+
+class Hybrid(torch.nn.Module):
+    """Concatenates the features of several descriptors; needs ghosts if any child does."""
+
+    def __init__(self, children: List[torch.nn.Module]):
+        super().__init__()
+        self.children_list = torch.nn.ModuleList(children)
+        self.dim_out = sum(c.dim_out for c in children)
+        self.has_message_passing = any(c.has_message_passing for c in children)
+        self.nlayers = max(c.nlayers for c in children)
+
+    def forward(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor,
+                mapping: Optional[torch.Tensor], plan: Optional[torch.Tensor]) -> torch.Tensor:
+        parts: List[torch.Tensor] = []
+        for child in self.children_list:
+            parts.append(child(coord, atype, nlist, mapping, plan))
+        return torch.cat(parts, dim=-1)

@@ -20,17 +20,20 @@ from deepmd.models.config import build_model  # noqa: E402
 from deepmd.models.model import RegularGraph, WithCommGraph  # noqa: E402
 
 EXAMPLES = os.path.join(HERE, "..", "..", "deepmd", "models", "examples")
-CONFIGS = {name: json.load(open(os.path.join(EXAMPLES, name + ".json"))) for name in ("se_e2_a", "dpa3")}
+CONFIGS = {name: json.load(open(os.path.join(EXAMPLES, name + ".json"))) for name in ("se_e2_a", "dpa3", "dpa2", "hybrid")}
 
 
 def small_config(name):
     """The example configuration, made smaller so finite differences stay fast."""
     cfg = copy.deepcopy(CONFIGS[name])
+    shrink = {
+        "dpa3": dict(n_dim=8, e_dim=6, a_dim=4, e_sel=48, a_sel=16),
+        "se_e2_a": dict(neuron=[8, 12], axis_neuron=4, sel=48),
+        "dpa2": dict(tebd_dim=4, init_neuron=[8, 12], g1_dim=8, g2_dim=6, attn_dim=6, sel_init=48, sel=40),
+    }
     d = cfg["descriptor"]
-    if d["type"] == "dpa3":
-        d.update(n_dim=8, e_dim=6, a_dim=4, e_sel=48, a_sel=16)
-    else:
-        d.update(neuron=[8, 12], axis_neuron=4, sel=48)
+    for child in d["list"] if d["type"] == "hybrid" else [d]:
+        child.update(shrink[child["type"]])
     cfg["fitting"]["neuron"] = [12]
     return cfg
 
