@@ -12,12 +12,11 @@ import unittest
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from periodic import extend, random_system  # noqa: E402
+from deepmd.models.config import build_model
+from deepmd.models.model import RegularGraph, WithCommGraph
+from deepmd.models.periodic import extend, random_system
 
-from deepmd.models.config import build_model  # noqa: E402
-from deepmd.models.model import RegularGraph, WithCommGraph  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 EXAMPLES = os.path.join(HERE, "..", "..", "deepmd", "models", "examples")
 CONFIGS = {name: json.load(open(os.path.join(EXAMPLES, name + ".json"))) for name in ("se_e2_a", "dpa3", "dpa2", "hybrid")}

@@ -1,5 +1,5 @@
 """Single-process tests of deepmd_comm::exchange_ghosts / exchange_ghosts_reverse, loaded into
-Debian's Python torch. The oracle is a dense matrix built from the plan's meaning (plan_encoding.py),
+Debian's Python torch. The oracle is a dense matrix built from the plan's meaning (deepmd/models/exchange_plan.py),
 not the C++ code. Usage: ops_python_test.py LIBRARY [--script-out DIR]."""
 
 import argparse
@@ -9,8 +9,7 @@ import unittest
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from plan_encoding import encode, exchange_matrix  # noqa: E402
+from deepmd.models.exchange_plan import encode, exchange_matrix
 
 ops = None  # torch.ops.deepmd_comm once loaded
 

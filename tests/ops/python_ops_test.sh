@@ -9,5 +9,6 @@ asan_runtime=$(ldd "$library" | awk '/libasan/ {print $3}')
 if [ -n "$asan_runtime" ]; then
   export LD_PRELOAD="$asan_runtime $(ldd "$library" | awk '/libstdc\+\+/ {print $3}')"
 fi
-"$python" "$(dirname "$0")/ops_python_test.py" "$library" --script-out "$out"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+PYTHONPATH="$root" "$python" "$root/tests/ops/ops_python_test.py" "$library" --script-out "$out"
 "$checker" "$out/exchange_module.pt"

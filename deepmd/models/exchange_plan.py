@@ -1,5 +1,6 @@
-"""An independent Python encoder of the ghost-exchange plan (docs/exchange_plan.md) and a dense-matrix
-model of what a plan means, used as the oracle for the C++ operators."""
+"""A Python encoder of the ghost-exchange plan (docs/exchange_plan.md), written from the spec
+independently of the C++ PlanBuilder, and a dense-matrix model of what a plan means. The exporter uses
+it for its self-exchange check; tests use it as the oracle for the C++ operators."""
 
 import torch
 

@@ -3,13 +3,10 @@ images as self messages, ghosts of ghosts in later hops when the cutoff exceeds 
 extended coordinates, the ghost -> owner mapping, a full neighbour list and the matching exchange plan."""
 
 import math
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ops"))
-from plan_encoding import encode  # noqa: E402
+from deepmd.models.exchange_plan import encode
 
 
 def extend(coord, atype, box, cutoff):
