@@ -20,7 +20,7 @@ def _descriptor(cfg: Dict[str, Any], ntypes: int, seed: int, dtype: torch.dtype)
     if kind == "dpa3":
         return RepFlows(ntypes, cfg["e_rcut"], cfg["e_rcut_smth"], cfg["e_sel"], cfg["a_rcut"], cfg["a_rcut_smth"],
                         cfg["a_sel"], cfg.get("n_dim", 32), cfg.get("e_dim", 16), cfg.get("a_dim", 8),
-                        cfg.get("nlayers", 2), cfg.get("n_rbf", 8), seed, dtype)
+                        cfg.get("nlayers", 2), cfg.get("n_rbf", 8), seed, dtype, cfg.get("use_loc_mapping", False))
     if kind == "dpa2":
         return Repformers(ntypes, cfg["rcut_init"], cfg["rcut_smth_init"], cfg["sel_init"], cfg["rcut"],
                           cfg["rcut_smth"], cfg["sel"], cfg.get("tebd_dim", 8), cfg.get("init_neuron", [16, 32]),

@@ -25,6 +25,10 @@ class SeE2A(torch.nn.Module):
         self.nlayers = 0
         self.ghosts = MappingGhosts()  # unused: kept so every descriptor has the same structure
 
+    def exchanged_widths(self) -> List[int]:
+        """Feature width of each ghost exchange of one evaluation, in call order (metadata)."""
+        return []
+
     def forward(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor,
                 mapping: Optional[torch.Tensor], plan: Optional[torch.Tensor]) -> torch.Tensor:
         nf, nloc = nlist.shape[0], nlist.shape[1]
@@ -60,8 +64,11 @@ class RepFlows(torch.nn.Module):
 
     def __init__(self, ntypes: int, e_rcut: float, e_rcut_smth: float, e_sel: int, a_rcut: float,
                  a_rcut_smth: float, a_sel: int, n_dim: int, e_dim: int, a_dim: int, nlayers: int,
-                 n_rbf: int, seed: int, dtype: torch.dtype):
+                 n_rbf: int, seed: int, dtype: torch.dtype, use_loc_mapping: bool = False):
         super().__init__()
+        # use_loc_mapping: ghosts only ever come through the mapping, so the model cannot run on
+        # several ranks (no with-comm graph is exported), as deepmd-kit's DPA3 option of that name.
+        self.use_loc_mapping = use_loc_mapping
         if a_sel > e_sel or a_rcut > e_rcut:
             raise ValueError("repflows: angles use the nearest edge neighbours, so a_sel <= e_sel and a_rcut <= e_rcut")
         self.e_rcut, self.e_rcut_smth, self.e_sel = e_rcut, e_rcut_smth, e_sel
@@ -77,6 +84,9 @@ class RepFlows(torch.nn.Module):
                                            for l in range(nlayers)])
         self.has_message_passing = True
         self.ghosts = MappingGhosts()
+
+    def exchanged_widths(self) -> List[int]:
+        return [] if self.use_loc_mapping else [self.n_dim] * self.nlayers
 
     def forward(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor,
                 mapping: Optional[torch.Tensor], plan: Optional[torch.Tensor]) -> torch.Tensor:
@@ -145,6 +155,9 @@ class Repformers(torch.nn.Module):
         self.has_message_passing = True
         self.ghosts = MappingGhosts()
 
+    def exchanged_widths(self) -> List[int]:
+        return [self.dim_out] * self.nlayers
+
     def _repinit(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor) -> torch.Tensor:
         nf, nloc = nlist.shape[0], nlist.shape[1]
         index, rij, d = select_neighbors(coord, nlist, nloc, self.rcut_init, self.sel_init)
@@ -193,6 +206,9 @@ class Hybrid(torch.nn.Module):
         self.dim_out = sum(c.dim_out for c in children)
         self.has_message_passing = any(c.has_message_passing for c in children)
         self.nlayers = max(c.nlayers for c in children)
+
+    def exchanged_widths(self) -> List[int]:
+        return [w for c in self.children_list for w in c.exchanged_widths()]
 
     def forward(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor,
                 mapping: Optional[torch.Tensor], plan: Optional[torch.Tensor]) -> torch.Tensor:

@@ -25,9 +25,16 @@ class EnergyModel(torch.nn.Module):
                 plan: Optional[torch.Tensor], fparam: Optional[torch.Tensor], aparam: Optional[torch.Tensor],
                 do_atomic_virial: bool) -> Dict[str, torch.Tensor]:
         nf, nall, nloc = coord.shape[0], coord.shape[1], nlist.shape[1]
-        coord = coord.detach().requires_grad_(True)
-        descriptor = self.descriptor(coord, atype, nlist, mapping, plan)
-        atom_energy = self.fitting(descriptor, atype[:, :nloc], fparam, aparam)
+        # Inputs and outputs are float64 whatever the model's precision; a float32 model computes in
+        # float32 inside (autograd carries the forces back through the cast).
+        coord = coord.to(torch.float64).detach().requires_grad_(True)
+        dtype = self.fitting.bias.dtype
+        if fparam is not None:
+            fparam = fparam.to(dtype)
+        if aparam is not None:
+            aparam = aparam.to(dtype)
+        descriptor = self.descriptor(coord.to(dtype), atype, nlist, mapping, plan)
+        atom_energy = self.fitting(descriptor, atype[:, :nloc], fparam, aparam).to(torch.float64)
         energy = atom_energy.sum(dim=1, keepdim=True)
         grad = torch.autograd.grad([energy.sum()], [coord])[0]
         if grad is None:

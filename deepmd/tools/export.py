@@ -1,0 +1,126 @@
+"""Exports a reference model (JSON configuration) into a .pt2 archive (docs/model_archive.md).
+
+The archive holds the regular graph and, when the model's embeddings must cross ranks, the with-comm
+graph. Before anything is written, both graphs are reloaded from their serialized bytes and the
+with-comm graph is checked against the regular one on a periodic system whose ghosts travel several
+hops (self-exchange plan). The archive is written beside the target and renamed into place, so a
+failed export never leaves a half-written file.
+
+Usage: export.py --config CFG.json --out MODEL.pt2 --ops-library libdeepmd_comm_ops.so"""
+
+import argparse
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import torch
+
+from deepmd.models.config import build_model, load_config
+from deepmd.models.model import EnergyModel, RegularGraph, WithCommGraph
+from deepmd.models.periodic import extend, random_system
+
+FORMAT_VERSION = 1
+REGULAR_ENTRY = "model/forward_lower.pt"
+WITH_COMM_ENTRY = "model/extra/forward_lower_with_comm.pt"
+
+
+def script_bytes(graph: torch.nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(graph), buffer)
+    return buffer.getvalue()
+
+
+def metadata(model: EnergyModel, config: dict, has_comm: bool) -> dict:
+    descriptor, fitting = model.descriptor, model.fitting
+    widths = descriptor.exchanged_widths()
+    return {
+        "format_version": FORMAT_VERSION,
+        "artifact_kind": "torchscript",
+        "type_map": list(model.type_map),
+        "ntypes": len(model.type_map),
+        "rcut": model.rcut,
+        "sel": list(model.sel),
+        "nnei": sum(model.sel),
+        "nlayers": descriptor.nlayers,
+        "dim_fparam": fitting.dim_fparam,
+        "dim_aparam": fitting.dim_aparam,
+        "precision": config.get("precision", "float64"),
+        "is_spin": False,
+        "has_message_passing": bool(descriptor.has_message_passing),
+        "has_message_passing_across_ranks": bool(widths),
+        "has_comm_artifact": has_comm,
+        "exchanged_feature_widths": widths,
+        "graphs": {"regular": REGULAR_ENTRY, **({"with_comm": WITH_COMM_ENTRY} if has_comm else {})},
+        "model_config": config,
+    }
+
+
+def check_with_comm(config: dict, regular: bytes, with_comm: bytes) -> float:
+    """Largest difference between the two reloaded graphs on a multi-hop self-exchange system."""
+    model = build_model(config)
+    box = [0.8 * model.rcut, 0.9 * model.rcut, 1.1 * model.rcut]  # thinner than the cutoff
+    pos, atype = random_system(10, box, len(model.type_map), seed=17, min_dist=1.0)
+    s = extend(pos, atype, box, model.rcut)
+    args = [s["coord"], s["atype"], s["nlist"]]
+    fparam = torch.ones(1, model.fitting.dim_fparam, dtype=torch.float64) if model.fitting.dim_fparam else None
+    aparam = torch.ones(1, s["nloc"], model.fitting.dim_aparam, dtype=torch.float64) if model.fitting.dim_aparam else None
+    ref = torch.jit.load(io.BytesIO(regular)).forward_lower(*args, s["mapping"], fparam, aparam, True)
+    out = torch.jit.load(io.BytesIO(with_comm)).forward_lower_with_comm(*args, fparam, aparam, True, s["plan"])
+    worst = 0.0
+    for key in ("energy", "force", "virial", "atom_virial"):
+        scale = max(1.0, float(ref[key].abs().max()))
+        worst = max(worst, float((out[key] - ref[key]).abs().max()) / scale)
+    return worst
+
+
+def export(config: dict, out_path: str) -> dict:
+    model = build_model(config)
+    needs_comm = bool(model.descriptor.exchanged_widths())
+    regular = script_bytes(RegularGraph(build_model(config)))
+    with_comm = script_bytes(WithCommGraph(build_model(config))) if needs_comm else None
+    if with_comm is not None:
+        tolerance = 1e-10 if config.get("precision", "float64") == "float64" else 1e-5
+        worst = check_with_comm(config, regular, with_comm)
+        if not worst <= tolerance:
+            raise RuntimeError(f"the with-comm graph differs from the regular graph by {worst:.3e} (relative) on a "
+                               f"self-exchange system; tolerance {tolerance:.0e}. Nothing was written.")
+    meta = metadata(model, config, with_comm is not None)
+    out_path = os.path.abspath(out_path)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(out_path))
+    try:
+        # Same basename in the staging folder: the archive's top folder is named after the file.
+        staged = os.path.join(staging, os.path.basename(out_path))
+        writer = torch._C.PyTorchFileWriter(staged)
+        for name, data in [("metadata.json", json.dumps(meta, indent=2).encode()), (REGULAR_ENTRY, regular)] + (
+                [(WITH_COMM_ENTRY, with_comm)] if with_comm is not None else []):
+            writer.write_record(name, data, len(data))
+        writer.write_end_of_file()
+        del writer
+        os.replace(staged, out_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return meta
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="model configuration (JSON)")
+    parser.add_argument("--out", required=True, help="archive to write (.pt2)")
+    parser.add_argument("--ops-library", required=True, help="libdeepmd_comm_ops.so")
+    args = parser.parse_args(argv)
+    torch.ops.load_library(args.ops_library)
+    try:
+        meta = export(load_config(args.config), args.out)
+    except (KeyError, ValueError, RuntimeError) as e:
+        print(f"export: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    graphs = ", ".join(meta["graphs"])
+    print(f"wrote {args.out}: {meta['type_map']} rcut {meta['rcut']} layers {meta['nlayers']} graphs: {graphs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
