@@ -113,6 +113,75 @@ class FiniteDifferenceTest(unittest.TestCase):
                 self.assertAlmostEqual(virial[a, a].item(), fd, delta=1e-6 * max(1, abs(fd)), msg=f"{name} virial {a}{a}")
 
 
+def isolated(model, pos, atype, box=30.0):
+    """Energy, forces and extended system of a cluster in a box much larger than the cutoff."""
+    s = extend(pos, atype, [box] * 3, model.rcut)
+    out = regular(model, s)
+    nloc = s["nloc"]
+    force = torch.zeros(nloc, 3, dtype=torch.float64).index_add_(0, s["mapping"][0], out["force"][0])
+    return out["energy"].item(), force
+
+
+def cluster(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    pos, atype = random_system(n, [5.0, 5.0, 5.0], 2, seed)
+    return pos + 12.5, atype
+
+
+class InvarianceTest(unittest.TestCase):
+    def test_translation_rotation_permutation(self):
+        for name in CONFIGS:
+            model = build_model(small_config(name))
+            pos, atype = cluster(9, 21)
+            e0, f0 = isolated(model, pos, atype)
+            # Translation.
+            e1, f1 = isolated(model, pos + torch.tensor([0.7, -1.3, 2.1], dtype=torch.float64), atype)
+            self.assertAlmostEqual(e1, e0, delta=1e-10 * abs(e0), msg=f"{name} translation")
+            torch.testing.assert_close(f1, f0, rtol=1e-9, atol=1e-10)
+            # Rotation about the cluster centre.
+            q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64))
+            centre = pos.mean(0)
+            e2, f2 = isolated(model, (pos - centre) @ q.T + centre, atype)
+            self.assertAlmostEqual(e2, e0, delta=1e-10 * abs(e0), msg=f"{name} rotation")
+            torch.testing.assert_close(f2, f0 @ q.T, rtol=1e-9, atol=1e-10)
+            # Permutation of the atoms.
+            perm = torch.randperm(pos.shape[0], generator=torch.Generator().manual_seed(2))
+            e3, f3 = isolated(model, pos[perm], atype[perm])
+            self.assertAlmostEqual(e3, e0, delta=1e-10 * abs(e0), msg=f"{name} permutation")
+            torch.testing.assert_close(f3, f0[perm], rtol=1e-9, atol=1e-10)
+
+
+class CutoffContinuityTest(unittest.TestCase):
+    """A probe atom crosses each cutoff of a descriptor: energy and forces stay continuous."""
+
+    def cutoffs(self, cfg):
+        d = cfg["descriptor"]
+        out = []
+        for child in d["list"] if d["type"] == "hybrid" else [d]:
+            out += [child[k] for k in ("rcut", "e_rcut", "a_rcut", "rcut_init") if k in child]
+        return sorted(set(out))
+
+    def test_crossing_every_cutoff(self):
+        # Over a step of 2*eps a smooth energy changes by -F.dx (to O(eps^2)) and forces by O(eps);
+        # a switch that is not smooth would leave a jump of order one in the energy or the forces.
+        eps = 1e-6
+        for name in CONFIGS:
+            cfg = small_config(name)
+            model = build_model(cfg)
+            for rc in self.cutoffs(cfg):
+                results = []
+                for x in (rc - eps, rc + eps):
+                    # A at the centre, B 1.1 A away (within every cutoff of A), the probe P at distance x
+                    # from A along x and farther from B.
+                    pos = torch.tensor([[15.0, 15.0, 15.0], [15.0, 16.1, 15.0], [15.0 + x, 15.0, 15.0]],
+                                       dtype=torch.float64)
+                    results.append(isolated(model, pos, torch.tensor([0, 1, 1])))
+                (e_in, f_in), (e_out, f_out) = results
+                work = -0.5 * float(f_in[2, 0] + f_out[2, 0]) * 2 * eps
+                self.assertLess(abs(e_out - e_in - work), 1e-10, msg=f"{name}: energy jumps at cutoff {rc}")
+                self.assertLess(float((f_in - f_out).abs().max()), 1e-4, msg=f"{name}: forces jump at cutoff {rc}")
+
+
 def main():
     torch.ops.load_library(sys.argv[1])
     result = unittest.main(argv=[sys.argv[0]] + sys.argv[2:], exit=False, verbosity=2).result
