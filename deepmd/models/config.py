@@ -8,6 +8,7 @@ import torch
 from deepmd.models.descriptors import Hybrid, RepFlows, Repformers, SeE2A
 from deepmd.models.fitting import EnergyFitting
 from deepmd.models.model import EnergyModel
+from deepmd.models.spin import SpinModel
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 
@@ -44,7 +45,23 @@ def max_sel(cfg: Dict[str, Any]) -> int:
     return max(cfg.get(k, 0) for k in ("sel", "e_sel", "sel_init"))
 
 
-def build_model(config: Dict[str, Any]) -> EnergyModel:
+def build_model(config: Dict[str, Any]) -> torch.nn.Module:
+    """An EnergyModel, or a SpinModel around one when the configuration has a "spin" section."""
+    if "spin" in config:
+        spin = config["spin"]
+        ntypes = len(config["type_map"])
+        backbone_config = dict(config)
+        del backbone_config["spin"]
+        backbone_config["type_map"] = list(config["type_map"]) + [t + "_spin" for t in config["type_map"]]
+        fitting = dict(config.get("fitting", {}))
+        fitting["bias"] = list(fitting.get("bias", [-1.0] * ntypes)) + [0.0] * ntypes  # virtual atoms: no energy
+        backbone_config["fitting"] = fitting
+        return SpinModel(_build_energy_model(backbone_config), list(config["type_map"]), list(spin["use_spin"]),
+                         list(spin["virtual_scale"]))
+    return _build_energy_model(config)
+
+
+def _build_energy_model(config: Dict[str, Any]) -> EnergyModel:
     type_map = config["type_map"]
     ntypes = len(type_map)
     dtype = PRECISIONS[config.get("precision", "float64")]

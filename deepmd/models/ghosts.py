@@ -29,3 +29,22 @@ class ExchangeGhosts(torch.nn.Module):
         nloc = node.shape[1]
         padded = torch.nn.functional.pad(node[0], [0, 0, 0, nall - nloc])
         return torch.ops.deepmd_comm.exchange_ghosts(plan, padded).unsqueeze(0)
+
+
+class SpinExchangeGhosts(torch.nn.Module):
+    """With-comm graph of a spin model. Its descriptors see real and virtual atoms in the switched
+    layout [real locals | virtual locals | real ghosts | virtual ghosts]; an atom's real and virtual
+    embeddings travel together in one row [h_real | h_virtual], so the real atoms' plan serves."""
+
+    def forward(self, node: torch.Tensor, nall: int, mapping: Optional[torch.Tensor],
+                plan: Optional[torch.Tensor]) -> torch.Tensor:
+        if plan is None:
+            raise RuntimeError("the with-comm graph needs the ghost-exchange plan")
+        if node.shape[0] != 1:
+            raise RuntimeError("the with-comm graph evaluates one frame at a time")
+        nloc, nall_real, width = node.shape[1] // 2, nall // 2, node.shape[2]
+        rows = torch.cat([node[0, :nloc], node[0, nloc:]], dim=1)  # [nloc, 2F]
+        padded = torch.nn.functional.pad(rows, [0, 0, 0, nall_real - nloc])
+        out = torch.ops.deepmd_comm.exchange_ghosts(plan, padded)
+        real, virtual = out[:, :width], out[:, width:]
+        return torch.cat([real[:nloc], virtual[:nloc], real[nloc:], virtual[nloc:]], dim=0).unsqueeze(0)

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from deepmd.models.ghosts import ExchangeGhosts, MappingGhosts
+from deepmd.models.ghosts import ExchangeGhosts, MappingGhosts, SpinExchangeGhosts
 
 
 class EnergyModel(torch.nn.Module):
@@ -21,20 +21,25 @@ class EnergyModel(torch.nn.Module):
         self.rcut = rcut
         self.sel = sel
 
-    def compute(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor, mapping: Optional[torch.Tensor],
-                plan: Optional[torch.Tensor], fparam: Optional[torch.Tensor], aparam: Optional[torch.Tensor],
-                do_atomic_virial: bool) -> Dict[str, torch.Tensor]:
-        nf, nall, nloc = coord.shape[0], coord.shape[1], nlist.shape[1]
-        # Inputs and outputs are float64 whatever the model's precision; a float32 model computes in
-        # float32 inside (autograd carries the forces back through the cast).
-        coord = coord.to(torch.float64).detach().requires_grad_(True)
+    def atomic_energies(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor,
+                        mapping: Optional[torch.Tensor], plan: Optional[torch.Tensor], fparam: Optional[torch.Tensor],
+                        aparam: Optional[torch.Tensor]) -> torch.Tensor:
+        """Energies of the local atoms [nf, nloc], float64, differentiable in the float64 coord.
+        A float32 model computes in float32 inside; autograd carries forces back through the cast."""
         dtype = self.fitting.bias.dtype
         if fparam is not None:
             fparam = fparam.to(dtype)
         if aparam is not None:
             aparam = aparam.to(dtype)
         descriptor = self.descriptor(coord.to(dtype), atype, nlist, mapping, plan)
-        atom_energy = self.fitting(descriptor, atype[:, :nloc], fparam, aparam).to(torch.float64)
+        return self.fitting(descriptor, atype[:, : nlist.shape[1]], fparam, aparam).to(torch.float64)
+
+    def compute(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor, mapping: Optional[torch.Tensor],
+                plan: Optional[torch.Tensor], fparam: Optional[torch.Tensor], aparam: Optional[torch.Tensor],
+                do_atomic_virial: bool) -> Dict[str, torch.Tensor]:
+        nf, nall = coord.shape[0], coord.shape[1]
+        coord = coord.to(torch.float64).detach().requires_grad_(True)
+        atom_energy = self.atomic_energies(coord, atype, nlist, mapping, plan, fparam, aparam)
         energy = atom_energy.sum(dim=1, keepdim=True)
         grad = torch.autograd.grad([energy.sum()], [coord])[0]
         if grad is None:
@@ -55,9 +60,13 @@ class EnergyModel(torch.nn.Module):
 
 def set_ghost_filler(model: torch.nn.Module, with_comm: bool) -> None:
     """Installs the ghost filler of one graph in every descriptor of the model."""
+    spin = bool(getattr(model, "is_spin", False))
     for module in model.modules():
-        if hasattr(module, "ghosts") and isinstance(module.ghosts, (MappingGhosts, ExchangeGhosts)):
-            module.ghosts = ExchangeGhosts() if with_comm else MappingGhosts()
+        if hasattr(module, "ghosts") and isinstance(module.ghosts, (MappingGhosts, ExchangeGhosts, SpinExchangeGhosts)):
+            if not with_comm:
+                module.ghosts = MappingGhosts()
+            else:
+                module.ghosts = SpinExchangeGhosts() if spin else ExchangeGhosts()
 
 
 class RegularGraph(torch.nn.Module):

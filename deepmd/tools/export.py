@@ -19,8 +19,9 @@ import tempfile
 import torch
 
 from deepmd.models.config import build_model, load_config
-from deepmd.models.model import EnergyModel, RegularGraph, WithCommGraph
+from deepmd.models.model import RegularGraph, WithCommGraph
 from deepmd.models.periodic import extend, random_system
+from deepmd.models.spin import SpinModel, SpinRegularGraph, SpinWithCommGraph
 
 FORMAT_VERSION = 1
 REGULAR_ENTRY = "model/forward_lower.pt"
@@ -33,9 +34,21 @@ def script_bytes(graph: torch.nn.Module) -> bytes:
     return buffer.getvalue()
 
 
-def metadata(model: EnergyModel, config: dict, has_comm: bool) -> dict:
-    descriptor, fitting = model.descriptor, model.fitting
+def graph_classes(model: torch.nn.Module):
+    """(regular graph, with-comm graph) wrappers for this kind of model."""
+    return (SpinRegularGraph, SpinWithCommGraph) if isinstance(model, SpinModel) else (RegularGraph, WithCommGraph)
+
+
+def energy_model(model: torch.nn.Module):
+    return model.backbone if isinstance(model, SpinModel) else model
+
+
+def metadata(model: torch.nn.Module, config: dict, has_comm: bool) -> dict:
+    descriptor, fitting = energy_model(model).descriptor, energy_model(model).fitting
     widths = descriptor.exchanged_widths()
+    spin = isinstance(model, SpinModel)
+    if spin:  # real and virtual embeddings of an atom travel in one row
+        widths = [2 * w for w in widths]
     return {
         "format_version": FORMAT_VERSION,
         "artifact_kind": "torchscript",
@@ -48,7 +61,8 @@ def metadata(model: EnergyModel, config: dict, has_comm: bool) -> dict:
         "dim_fparam": fitting.dim_fparam,
         "dim_aparam": fitting.dim_aparam,
         "precision": config.get("precision", "float64"),
-        "is_spin": False,
+        "is_spin": spin,
+        **({"use_spin": list(model.use_spin), "virtual_scale": model.virtual_scale.tolist()} if spin else {}),
         "has_message_passing": bool(descriptor.has_message_passing),
         "has_message_passing_across_ranks": bool(widths),
         "has_comm_artifact": has_comm,
@@ -64,13 +78,18 @@ def check_with_comm(config: dict, regular: bytes, with_comm: bytes) -> float:
     box = [0.8 * model.rcut, 0.9 * model.rcut, 1.1 * model.rcut]  # thinner than the cutoff
     pos, atype = random_system(10, box, len(model.type_map), seed=17, min_dist=1.0)
     s = extend(pos, atype, box, model.rcut)
-    args = [s["coord"], s["atype"], s["nlist"]]
-    fparam = torch.ones(1, model.fitting.dim_fparam, dtype=torch.float64) if model.fitting.dim_fparam else None
-    aparam = torch.ones(1, s["nloc"], model.fitting.dim_aparam, dtype=torch.float64) if model.fitting.dim_aparam else None
+    args = [s["coord"], s["atype"]]
+    if isinstance(model, SpinModel):
+        spins = torch.randn(pos.shape[0], 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        args.append(spins[s["mapping"][0]].unsqueeze(0))
+    args.append(s["nlist"])
+    fitting = energy_model(model).fitting
+    fparam = torch.ones(1, fitting.dim_fparam, dtype=torch.float64) if fitting.dim_fparam else None
+    aparam = torch.ones(1, s["nloc"], fitting.dim_aparam, dtype=torch.float64) if fitting.dim_aparam else None
     ref = torch.jit.load(io.BytesIO(regular)).forward_lower(*args, s["mapping"], fparam, aparam, True)
     out = torch.jit.load(io.BytesIO(with_comm)).forward_lower_with_comm(*args, fparam, aparam, True, s["plan"])
     worst = 0.0
-    for key in ("energy", "force", "virial", "atom_virial"):
+    for key in [k for k in ("energy", "force", "force_mag", "virial", "atom_virial") if k in ref]:
         scale = max(1.0, float(ref[key].abs().max()))
         worst = max(worst, float((out[key] - ref[key]).abs().max()) / scale)
     return worst
@@ -78,9 +97,10 @@ def check_with_comm(config: dict, regular: bytes, with_comm: bytes) -> float:
 
 def export(config: dict, out_path: str) -> dict:
     model = build_model(config)
-    needs_comm = bool(model.descriptor.exchanged_widths())
-    regular = script_bytes(RegularGraph(build_model(config)))
-    with_comm = script_bytes(WithCommGraph(build_model(config))) if needs_comm else None
+    needs_comm = bool(energy_model(model).descriptor.exchanged_widths())
+    regular_graph, with_comm_graph = graph_classes(model)
+    regular = script_bytes(regular_graph(build_model(config)))
+    with_comm = script_bytes(with_comm_graph(build_model(config))) if needs_comm else None
     if with_comm is not None:
         tolerance = 1e-10 if config.get("precision", "float64") == "float64" else 1e-5
         worst = check_with_comm(config, regular, with_comm)

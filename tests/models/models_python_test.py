@@ -15,6 +15,7 @@ import torch
 from deepmd.models.config import build_model
 from deepmd.models.model import RegularGraph, WithCommGraph
 from deepmd.models.periodic import extend, random_system
+from deepmd.models.spin import SpinRegularGraph, SpinWithCommGraph
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -180,6 +181,64 @@ class CutoffContinuityTest(unittest.TestCase):
                 work = -0.5 * float(f_in[2, 0] + f_out[2, 0]) * 2 * eps
                 self.assertLess(abs(e_out - e_in - work), 1e-10, msg=f"{name}: energy jumps at cutoff {rc}")
                 self.assertLess(float((f_in - f_out).abs().max()), 1e-4, msg=f"{name}: forces jump at cutoff {rc}")
+
+
+class SpinTest(unittest.TestCase):
+    """Virtual-atom spin model: the same oracles, plus force_mag = -dE/dS by finite differences."""
+
+    def setUp(self):
+        self.config = json.load(open(os.path.join(EXAMPLES, "dpa3_spin.json")))
+        self.config["descriptor"].update(n_dim=8, e_dim=6, a_dim=4)
+
+    def run_model(self, model, pos, atype, spins, box, with_comm=False, scripted=False):
+        s = extend(pos, atype, box, model.rcut)
+        spin = spins[s["mapping"][0]].unsqueeze(0)  # a ghost carries its owner's spin
+        if with_comm:
+            graph = SpinWithCommGraph(copy.deepcopy(model))
+            graph = torch.jit.script(graph) if scripted else graph
+            return graph.forward_lower_with_comm(s["coord"], s["atype"], spin, s["nlist"], None, None, True,
+                                                 s["plan"]), s
+        graph = SpinRegularGraph(copy.deepcopy(model))
+        graph = torch.jit.script(graph) if scripted else graph
+        return graph.forward_lower(s["coord"], s["atype"], spin, s["nlist"], s["mapping"], None, None, True), s
+
+    def system(self, box, n, seed):
+        pos, atype = random_system(n, box, 2, seed)
+        spins = torch.randn(n, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        return pos, atype, spins
+
+    def test_graphs_agree_on_multi_hop_plans(self):
+        model = build_model(self.config)
+        box = [4.3, 4.7, 5.4]
+        pos, atype, spins = self.system(box, 11, 2)
+        ref, s = self.run_model(model, pos, atype, spins, box)
+        self.assertTrue(s["multi_hop"])
+        self.assertGreater(float(ref["force_mag"].abs().max()), 0)
+        for with_comm, scripted in ((True, False), (True, True), (False, True)):
+            out, _ = self.run_model(model, pos, atype, spins, box, with_comm, scripted)
+            for key in ("energy", "force", "force_mag", "virial", "atom_virial"):
+                torch.testing.assert_close(out[key], ref[key], rtol=1e-10, atol=1e-10,
+                                           msg=f"{key} with_comm={with_comm} scripted={scripted}")
+
+    def test_finite_differences(self):
+        model = build_model(self.config)
+        box = [6.0, 6.5, 7.0]
+        pos, atype, spins = self.system(box, 12, 4)
+        atype[0], atype[1] = 0, 1  # one atom with spin, one without
+        out, s = self.run_model(model, pos, atype, spins, box)
+        fold = lambda t: torch.zeros(12, 3, dtype=torch.float64).index_add_(0, s["mapping"][0], t[0])
+        force, force_mag = fold(out["force"]), fold(out["force_mag"])
+        energy = lambda p, sp: self.run_model(model, p, atype, sp, box)[0]["energy"].item()
+        h = 1e-5
+        for atom in (0, 1, 7):
+            for a in range(3):
+                dp = torch.zeros_like(pos)
+                dp[atom, a] = h
+                fd = -(energy(pos + dp, spins) - energy(pos - dp, spins)) / (2 * h)
+                self.assertAlmostEqual(force[atom, a].item(), fd, delta=1e-7 * max(1, abs(fd)))
+                fd_mag = -(energy(pos, spins + dp) - energy(pos, spins - dp)) / (2 * h)
+                self.assertAlmostEqual(force_mag[atom, a].item(), fd_mag, delta=1e-7 * max(1, abs(fd_mag)))
+        self.assertEqual(float(force_mag[1].abs().max()), 0.0, "a type without spin has no magnetic force")
 
 
 def main():

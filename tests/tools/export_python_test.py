@@ -65,6 +65,19 @@ class ExportTest(unittest.TestCase):
             for key in ("energy", "force", "virial"):
                 torch.testing.assert_close(out[key], eager[key], rtol=1e-12, atol=1e-12)
 
+    def test_spin_model(self):
+        path = os.path.join(self.dir, "spin.pt2")
+        meta = exporter.export(example("dpa3_spin"), path)
+        _, entries = read_archive(path)
+        self.assertTrue(meta["is_spin"])
+        self.assertEqual(meta["use_spin"], [True, False])
+        self.assertEqual(meta["virtual_scale"], [0.3, 0.0])
+        self.assertEqual(meta["type_map"], ["Ni", "O"])
+        self.assertEqual(meta["exchanged_feature_widths"], [32, 32])  # [h_real | h_virtual] rows
+        self.assertIn(exporter.WITH_COMM_ENTRY, entries)
+        graph = torch.jit.load(io.BytesIO(entries[exporter.WITH_COMM_ENTRY]))
+        self.assertTrue(hasattr(graph, "forward_lower_with_comm"))
+
     def test_use_loc_mapping_has_no_comm_graph(self):
         config = example("dpa3")
         config["descriptor"]["use_loc_mapping"] = True
