@@ -18,6 +18,7 @@ PACKAGES=(
   lammps                   # LAMMPS executable (reference runs)
   liblammps-dev            # LAMMPS headers + liblammps.so for the plugin and launcher
   libfmt-dev               # fmt 9 (LAMMPS headers include it)
+  nlohmann-json3-dev       # JSON (archive metadata)
   libopenblas0             # fast BLAS for LibTorch's matmuls
   python3-matplotlib       # benchmark plots
 )

@@ -1,6 +1,6 @@
 """python_test: a test script run in Debian's Python (with torch) and the deepmd_comm ops loaded."""
 
-def python_test(name, script, data = [], **kwargs):
+def python_test(name, script, data = [], args = [], **kwargs):
     native.sh_test(
         name = name,
         srcs = ["//tests:run_python_test.sh"],
@@ -8,7 +8,7 @@ def python_test(name, script, data = [], **kwargs):
             "$(location @debian_python//:python3)",
             "$(location //deepmd/ops:libdeepmd_comm_ops.so)",
             native.package_name() + "/" + script,
-        ],
+        ] + args,
         data = [
             script,
             "//deepmd/models:sources",

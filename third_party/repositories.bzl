@@ -107,6 +107,12 @@ def deepmd_gnn_dependencies():
     )
     maybe(
         native.new_local_repository,
+        name = "com_github_nlohmann_json",  # nlohmann-json3-dev 3.11 (header only)
+        path = "/usr",
+        build_file = str(Label("//third_party/system:nlohmann_json.BUILD")),
+    )
+    maybe(
+        native.new_local_repository,
         name = "lammps",  # liblammps-dev 20220106 (headers subset + liblammps.so)
         path = "/usr",
         build_file = str(Label("//third_party/system:lammps.BUILD")),

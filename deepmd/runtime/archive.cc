@@ -1,0 +1,130 @@
+#include "deepmd/runtime/archive.h"
+
+#include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/read_adapter_interface.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace deepmd::runtime {
+
+// The archive's bytes and the ZIP reader over them (the reader is not copyable: shared).
+struct Archive::Contents {
+  class MemoryAdapter : public caffe2::serialize::ReadAdapterInterface {
+   public:
+    explicit MemoryAdapter(const std::string* bytes) : bytes_(bytes) {}
+    size_t size() const override { return bytes_->size(); }
+    size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
+      if (pos >= bytes_->size()) return 0;
+      n = std::min<size_t>(n, bytes_->size() - pos);
+      std::memcpy(buf, bytes_->data() + pos, n);
+      return n;
+    }
+
+   private:
+    const std::string* bytes_;
+  };
+
+  std::string bytes;
+  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
+};
+
+const char* GraphEntry(Graph graph) { return graph == Graph::kRegular ? kRegularEntry : kWithCommEntry; }
+const char* GraphMethod(Graph graph) {
+  return graph == Graph::kRegular ? "forward_lower" : "forward_lower_with_comm";
+}
+
+absl::StatusOr<Archive> Archive::Open(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open model archive '", path, "'"));
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  return FromBytes(std::move(bytes).str(), path);
+}
+
+absl::StatusOr<Archive> Archive::FromBytes(std::string bytes, std::string name) {
+  auto contents = std::make_shared<Contents>();
+  contents->bytes = std::move(bytes);
+  if (contents->bytes.size() < 4 || std::memcmp(contents->bytes.data(), "PK\x03\x04", 4) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", name, "' is not a model archive: not a ZIP file (export models with deepmd/tools:export)"));
+  }
+  try {
+    contents->reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(
+        std::make_shared<Contents::MemoryAdapter>(&contents->bytes));
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(absl::StrCat("'", name, "' is not a readable model archive (truncated or ",
+                                                   "corrupt ZIP): ", e.what_without_backtrace()));
+  }
+  Archive archive(contents, {}, name);
+  absl::StatusOr<std::string> json = archive.Read("metadata.json");
+  if (!json.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", name, "' has no metadata.json: not a model archive of ",
+                                                   "this project (export it with deepmd/tools:export)"));
+  }
+  absl::StatusOr<ArchiveMetadata> metadata = ParseMetadata(*json);
+  if (!metadata.ok()) {
+    return absl::Status(metadata.status().code(), absl::StrCat("'", name, "': ", metadata.status().message()));
+  }
+  archive.metadata_ = *std::move(metadata);
+  if (!archive.Has(kRegularEntry)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", name, "' lacks the regular graph ", kRegularEntry));
+  }
+  if (archive.metadata_.has_comm_artifact != archive.Has(kWithCommEntry)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", name, "': metadata says has_comm_artifact = ",
+                                                   archive.metadata_.has_comm_artifact ? "true" : "false",
+                                                   " but the archive ", archive.Has(kWithCommEntry) ? "has" : "lacks",
+                                                   " ", kWithCommEntry));
+  }
+  return archive;
+}
+
+size_t Archive::size_bytes() const { return contents_->bytes.size(); }
+
+std::vector<std::pair<std::string, size_t>> Archive::Entries() const {
+  std::vector<std::pair<std::string, size_t>> entries;
+  for (const std::string& record : contents_->reader->getAllRecords()) {
+    entries.emplace_back(record, std::get<1>(contents_->reader->getRecord(record)));
+  }
+  return entries;
+}
+
+bool Archive::Has(const std::string& entry) const { return contents_->reader->hasRecord(entry); }
+
+absl::StatusOr<std::string> Archive::Read(const std::string& entry) const {
+  try {
+    if (!contents_->reader->hasRecord(entry)) {
+      return absl::NotFoundError(absl::StrCat("'", name_, "' has no entry ", entry));
+    }
+    auto [data, size] = contents_->reader->getRecord(entry);
+    return std::string(static_cast<const char*>(data.get()), size);
+  } catch (const c10::Error& e) {
+    return absl::DataLossError(absl::StrCat("'", name_, "': cannot read ", entry, ": ", e.what_without_backtrace()));
+  }
+}
+
+absl::StatusOr<torch::jit::Module> Archive::LoadGraph(Graph graph) const {
+  absl::StatusOr<std::string> bytes = Read(GraphEntry(graph));
+  if (!bytes.ok()) return bytes.status();
+  std::istringstream stream(*std::move(bytes));
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(stream);
+  } catch (const c10::Error& e) {
+    std::string why = e.what_without_backtrace();
+    if (why.find("deepmd_comm") != std::string::npos) {
+      why += " (the with-comm graph needs the deepmd_comm operators: link //deepmd/ops)";
+    }
+    return absl::InvalidArgumentError(absl::StrCat("'", name_, "': cannot load ", GraphEntry(graph), ": ", why));
+  }
+  if (!module.find_method(GraphMethod(graph))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", name_, "': ", GraphEntry(graph), " has no method ", GraphMethod(graph)));
+  }
+  return module;
+}
+
+}  // namespace deepmd::runtime

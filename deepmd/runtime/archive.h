@@ -1,0 +1,52 @@
+// A model archive (.pt2, docs/model_archive.md) read into memory: its entries, its metadata, and its
+// TorchScript graphs, loaded from memory (nothing is extracted to disk).
+#ifndef DEEPMD_RUNTIME_ARCHIVE_H_
+#define DEEPMD_RUNTIME_ARCHIVE_H_
+
+#include <torch/script.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "deepmd/runtime/metadata.h"
+
+namespace deepmd::runtime {
+
+enum class Graph { kRegular, kWithComm };
+
+inline constexpr char kRegularEntry[] = "model/forward_lower.pt";
+inline constexpr char kWithCommEntry[] = "model/extra/forward_lower_with_comm.pt";
+const char* GraphEntry(Graph graph);
+const char* GraphMethod(Graph graph);  // "forward_lower" or "forward_lower_with_comm"
+
+class Archive {
+ public:
+  // Reads the whole file; errors say what is wrong (missing file, not a ZIP, truncated, no metadata).
+  static absl::StatusOr<Archive> Open(const std::string& path);
+  static absl::StatusOr<Archive> FromBytes(std::string bytes, std::string name);
+
+  const std::string& name() const { return name_; }
+  const ArchiveMetadata& metadata() const { return metadata_; }
+  size_t size_bytes() const;
+  // Entry names relative to the archive's top folder, and their sizes.
+  std::vector<std::pair<std::string, size_t>> Entries() const;
+  bool Has(const std::string& entry) const;
+  absl::StatusOr<std::string> Read(const std::string& entry) const;
+  // Loads a graph from memory and checks that it has its method. The with-comm graph needs the
+  // deepmd_comm operators (link //deepmd/ops).
+  absl::StatusOr<torch::jit::Module> LoadGraph(Graph graph) const;
+
+ private:
+  struct Contents;
+  Archive(std::shared_ptr<Contents> contents, ArchiveMetadata metadata, std::string name)
+      : contents_(std::move(contents)), metadata_(std::move(metadata)), name_(std::move(name)) {}
+  std::shared_ptr<Contents> contents_;
+  ArchiveMetadata metadata_;
+  std::string name_;
+};
+
+}  // namespace deepmd::runtime
+
+#endif  // DEEPMD_RUNTIME_ARCHIVE_H_

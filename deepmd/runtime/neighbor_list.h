@@ -1,0 +1,27 @@
+// Full neighbour lists of local atoms over extended atoms, with a cell list: O(N).
+#ifndef DEEPMD_RUNTIME_NEIGHBOR_LIST_H_
+#define DEEPMD_RUNTIME_NEIGHBOR_LIST_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/types/span.h"
+
+namespace deepmd::runtime {
+
+// Rows in CSR form: neighbours of local atom i are neighbors[offsets[i] .. offsets[i+1]).
+struct NeighborList {
+  std::vector<int64_t> offsets;
+  std::vector<int64_t> neighbors;
+  int64_t max_row() const;
+  // Row-major [nloc, width] with -1 padding (width >= max_row()).
+  void ToPadded(int64_t width, int64_t* out) const;
+};
+
+// coord: [n, 3] extended coordinates (the first nloc are local); pairs closer than cutoff, i != j.
+// Reuses `list`'s storage (call it once per rebuild).
+void BuildNeighborList(absl::Span<const double> coord, int64_t nloc, double cutoff, NeighborList& list);
+
+}  // namespace deepmd::runtime
+
+#endif  // DEEPMD_RUNTIME_NEIGHBOR_LIST_H_

@@ -1,0 +1,30 @@
+// Periodic images of a set of local atoms, made the way LAMMPS makes ghosts on one rank: dimension by
+// dimension, images as self messages, images of images in later hops when the cutoff exceeds the
+// box. Gives extended coordinates, the ghost -> owner mapping and the matching exchange plan.
+#ifndef DEEPMD_RUNTIME_PERIODIC_IMAGES_H_
+#define DEEPMD_RUNTIME_PERIODIC_IMAGES_H_
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace deepmd::runtime {
+
+struct PeriodicImages {
+  std::vector<double> coord;   // [nall, 3]: the local atoms (wrapped into the box), then their images
+  std::vector<int64_t> owner;  // [nall]: local atom each row is an image of
+  int64_t nloc = 0;
+  std::vector<int32_t> plan;   // self-exchange plan (docs/exchange_plan.md) that fills the image rows
+};
+
+// `box` holds the lengths of an orthorhombic box with a corner at the origin; `periodic` says which
+// dimensions wrap. Every image within `cutoff` of the box is made.
+absl::StatusOr<PeriodicImages> MakePeriodicImages(absl::Span<const double> coord, const std::array<double, 3>& box,
+                                                  const std::array<bool, 3>& periodic, double cutoff);
+
+}  // namespace deepmd::runtime
+
+#endif  // DEEPMD_RUNTIME_PERIODIC_IMAGES_H_
