@@ -250,4 +250,39 @@ absl::StatusOr<std::vector<int32_t>> PlanBuilder::Build() const {
   return w;
 }
 
+absl::StatusOr<std::vector<int32_t>> CompactPlan(const PlanView& plan, absl::Span<const int32_t> new_row) {
+  if (static_cast<int64_t>(new_row.size()) != plan.nrows()) {
+    return absl::InvalidArgumentError(absl::StrCat("CompactPlan: ", new_row.size(), " row indices for a plan of ",
+                                                   plan.nrows(), " rows"));
+  }
+  int32_t nlocal = 0, nghost = 0;
+  for (int64_t r = 0; r < plan.nrows(); ++r) {
+    if (new_row[r] < 0) continue;
+    (r < plan.nlocal() ? nlocal : nghost) += 1;
+  }
+  PlanBuilder builder(plan.communicator(), plan.rank(), plan.size(), nlocal, nghost);
+  std::vector<int32_t> rows;
+  int32_t next_ghost = nlocal;
+  for (int32_t s = 0; s < plan.num_stages(); ++s) {
+    builder.BeginStage();
+    const int32_t first = plan.stage_first_message(s);
+    for (int32_t m = first; m < first + plan.stage_num_messages(s); ++m) {
+      const Message msg = plan.message(m);
+      if (msg.kind == MessageKind::kSend) {
+        rows.clear();
+        for (int32_t r : msg.indices) {
+          if (new_row[r] >= 0) rows.push_back(new_row[r]);
+        }
+        builder.Send(msg.peer, rows);
+      } else {
+        int32_t kept = 0;
+        for (int32_t i = 0; i < msg.count; ++i) kept += new_row[msg.first_row + i] >= 0;
+        builder.Receive(msg.peer, kept, next_ghost);
+        next_ghost += kept;
+      }
+    }
+  }
+  return builder.Build();
+}
+
 }  // namespace deepmd::ops

@@ -108,6 +108,13 @@ class PlanBuilder {
   absl::Status error_;  // first misuse of the builder (Send before BeginStage, ...)
 };
 
+// The plan of a compacted row space: `new_row[r]` is the new index of old row r, or -1 when the row is
+// dropped (NULL-type atoms). Sends keep the surviving rows in order; each receive keeps the count of
+// surviving rows in its old range. Kept rows must stay in order (owned rows first, then ghosts in
+// fill order), which holds for any order-preserving compaction. Peers stay consistent when a ghost
+// is dropped exactly when its owner is (its type equals its owner's).
+absl::StatusOr<std::vector<int32_t>> CompactPlan(const PlanView& plan, absl::Span<const int32_t> new_row);
+
 }  // namespace deepmd::ops
 
 #endif  // DEEPMD_OPS_PLAN_H_

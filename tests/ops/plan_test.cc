@@ -121,3 +121,61 @@ INSTANTIATE_TEST_SUITE_P(
 
 }  // namespace
 }  // namespace deepmd::ops
+
+namespace deepmd::ops {
+namespace {
+
+// Compaction against a direct computation: drop rows, then every surviving ghost must still copy the
+// surviving row it copied before (checked by simulating both plans on row labels).
+std::vector<int32_t> Simulate(const PlanView& plan, std::vector<int32_t> labels) {
+  for (int32_t s = 0; s < plan.num_stages(); ++s) {
+    const int32_t first = plan.stage_first_message(s);
+    std::vector<int32_t> stage_values;
+    for (int32_t m = first; m < first + plan.stage_num_messages(s); ++m) {
+      const Message msg = plan.message(m);
+      if (msg.kind == MessageKind::kSend) {
+        for (int32_t r : msg.indices) stage_values.push_back(labels[r]);
+      }
+    }
+    size_t next = 0;
+    for (int32_t m = first; m < first + plan.stage_num_messages(s); ++m) {
+      const Message msg = plan.message(m);
+      if (msg.kind == MessageKind::kRecv) {
+        for (int32_t i = 0; i < msg.count; ++i) labels[msg.first_row + i] = stage_values[next++];
+      }
+    }
+  }
+  return labels;
+}
+
+TEST(CompactPlanTest, DropsRowsConsistently) {
+  // 4 owned rows, 6 ghosts over three self stages, ghosts of ghosts included.
+  PlanBuilder builder(kNoCommunicator, 0, 1, 4, 6);
+  builder.BeginStage().Send(0, std::vector<int32_t>{0, 1, 3}).Receive(0, 3, 4);
+  builder.BeginStage().Send(0, std::vector<int32_t>{4, 2}).Receive(0, 2, 7);
+  builder.BeginStage().Send(0, std::vector<int32_t>{7}).Receive(0, 1, 9);
+  const std::vector<int32_t> words = *builder.Build();
+  const PlanView plan = *PlanView::Parse(words);
+  std::vector<int32_t> labels(10, -1);
+  for (int i = 0; i < 4; ++i) labels[i] = 100 + i;
+  const std::vector<int32_t> full = Simulate(plan, labels);
+  ASSERT_EQ(full, (std::vector<int32_t>{100, 101, 102, 103, 100, 101, 103, 100, 102, 100}));
+
+  // Drop owned row 1 (a NULL atom) and, consistently, its image (row 5).
+  const std::vector<int32_t> new_row = {0, -1, 1, 2, 3, -1, 4, 5, 6, 7};
+  absl::StatusOr<std::vector<int32_t>> compact = CompactPlan(plan, new_row);
+  ASSERT_TRUE(compact.ok()) << compact.status();
+  const PlanView small = *PlanView::Parse(*compact);
+  EXPECT_EQ(small.nlocal(), 3);
+  EXPECT_EQ(small.nghost(), 5);
+  std::vector<int32_t> small_labels(8, -1);
+  small_labels[0] = 100, small_labels[1] = 102, small_labels[2] = 103;
+  const std::vector<int32_t> got = Simulate(small, small_labels);
+  for (int r = 0; r < 10; ++r) {
+    if (new_row[r] >= 0) EXPECT_EQ(got[new_row[r]], full[r]) << "row " << r;
+  }
+  EXPECT_FALSE(CompactPlan(plan, std::vector<int32_t>(3, 0)).ok());
+}
+
+}  // namespace
+}  // namespace deepmd::ops
