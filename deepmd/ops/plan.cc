@@ -285,4 +285,27 @@ absl::StatusOr<std::vector<int32_t>> CompactPlan(const PlanView& plan, absl::Spa
   return builder.Build();
 }
 
+absl::StatusOr<std::vector<int64_t>> SelfPlanOwners(const PlanView& plan) {
+  std::vector<int64_t> owner(plan.nrows());
+  for (int64_t r = 0; r < plan.nlocal(); ++r) owner[r] = r;
+  for (int32_t s = 0; s < plan.num_stages(); ++s) {
+    const int32_t first = plan.stage_first_message(s), end = first + plan.stage_num_messages(s);
+    int32_t recv = first;
+    for (int32_t m = first; m < end; ++m) {
+      const Message send = plan.message(m);
+      if (!plan.is_self(send)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("stage ", s, " exchanges with rank ", send.peer, ": owners of ghosts on other ranks are not known here"));
+      }
+      if (send.kind != MessageKind::kSend) continue;
+      Message r;
+      do {
+        r = plan.message(recv++);
+      } while (r.kind != MessageKind::kRecv);  // validated: self sends and receives pair up
+      for (int32_t i = 0; i < send.count; ++i) owner[r.first_row + i] = owner[send.indices[i]];
+    }
+  }
+  return owner;
+}
+
 }  // namespace deepmd::ops

@@ -115,6 +115,10 @@ class PlanBuilder {
 // is dropped exactly when its owner is (its type equals its owner's).
 absl::StatusOr<std::vector<int32_t>> CompactPlan(const PlanView& plan, absl::Span<const int32_t> new_row);
 
+// For a plan whose messages are all self messages (one rank): the owned row each row is a copy of
+// (owned rows map to themselves). This is the ghost -> owner mapping of a periodic single-rank system.
+absl::StatusOr<std::vector<int64_t>> SelfPlanOwners(const PlanView& plan);
+
 }  // namespace deepmd::ops
 
 #endif  // DEEPMD_OPS_PLAN_H_

@@ -177,5 +177,20 @@ TEST(CompactPlanTest, DropsRowsConsistently) {
   EXPECT_FALSE(CompactPlan(plan, std::vector<int32_t>(3, 0)).ok());
 }
 
+TEST(SelfPlanOwnersTest, FollowsImagesOfImages) {
+  PlanBuilder builder(kNoCommunicator, 0, 1, 4, 6);
+  builder.BeginStage().Send(0, std::vector<int32_t>{0, 1, 3}).Receive(0, 3, 4);
+  builder.BeginStage().Send(0, std::vector<int32_t>{4, 2}).Receive(0, 2, 7);
+  builder.BeginStage().Send(0, std::vector<int32_t>{7}).Receive(0, 1, 9);
+  const std::vector<int32_t> words = *builder.Build();
+  absl::StatusOr<std::vector<int64_t>> owners = SelfPlanOwners(*PlanView::Parse(words));
+  ASSERT_TRUE(owners.ok());
+  EXPECT_EQ(*owners, (std::vector<int64_t>{0, 1, 2, 3, 0, 1, 3, 0, 2, 0}));
+  PlanBuilder remote(3, 0, 2, 1, 1);
+  remote.BeginStage().Send(1, std::vector<int32_t>{0}).Receive(1, 1, 1);
+  const std::vector<int32_t> remote_words = *remote.Build();
+  EXPECT_FALSE(SelfPlanOwners(*PlanView::Parse(remote_words)).ok());
+}
+
 }  // namespace
 }  // namespace deepmd::ops

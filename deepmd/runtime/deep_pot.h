@@ -1,0 +1,76 @@
+// DeepPot: evaluates a model archive on one rank's extended system (LAMMPS-free; errors as Status).
+//
+// Per call it dispatches, identically on every rank:
+//   - the plan's communicator has several ranks and the model's embeddings cross ranks -> the
+//     with-comm graph (ghost embeddings exchanged before every layer); without it in the archive,
+//     every rank fails with a message saying how to re-export;
+//   - otherwise -> the regular graph, ghosts through the ghost -> owner mapping (given, or derived from
+//     a single-rank plan).
+// NULL atoms (type -1) are compacted out and the plan remapped; they get zero force. Everything that
+// depends on the topology (compaction, plan, mapping, neighbour list with cutoff rcut + skin) is
+// rebuilt only when `ago == 0`.
+#ifndef DEEPMD_RUNTIME_DEEP_POT_H_
+#define DEEPMD_RUNTIME_DEEP_POT_H_
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "deepmd/runtime/metadata.h"
+
+namespace deepmd::runtime {
+
+struct DeepPotOptions {
+  double skin = 0.0;  // neighbour-list skin (Å): lists built at ago == 0 are reused while atoms move less
+};
+
+struct ComputeInput {
+  absl::Span<const double> coord;      // [nall, 3]
+  absl::Span<const int> atype;         // [nall]: model type, or -1 for NULL atoms (ignored)
+  int nlocal = 0;                      // rows [0, nlocal) are owned
+  absl::Span<const int32_t> plan;      // ghost-exchange plan of the nall rows (docs/exchange_plan.md), or empty
+  absl::Span<const int64_t> mapping;   // ghost -> owner row (single rank), or empty
+  absl::Span<const double> spin;       // [nall, 3], spin models only
+  absl::Span<const double> fparam;     // [dim_fparam]
+  absl::Span<const double> aparam;     // [nlocal, dim_aparam]
+  int ago = 0;                         // steps since the last neighbour-list rebuild (0 = rebuild now)
+  bool atomic = false;                 // also per-atom energy and virial
+};
+
+struct ComputeOutput {
+  double energy = 0;                   // sum over owned atoms
+  std::array<double, 9> virial{};      // -dE/d(strain), this rank's share
+  std::vector<double> force;           // [nall, 3]; NULL atoms 0
+  std::vector<double> force_mag;       // [nall, 3], spin models
+  std::vector<double> atom_energy;     // [nlocal] when atomic
+  std::vector<double> atom_virial;     // [nall, 9] when atomic
+};
+
+class DeepPot {
+ public:
+  static absl::StatusOr<std::unique_ptr<DeepPot>> Load(const std::string& path, DeepPotOptions options = {});
+  ~DeepPot();
+
+  const ArchiveMetadata& metadata() const;
+  // Which graph the last call ran (for tests and logs): "regular" or "with-comm".
+  const char* last_graph() const;
+
+  absl::Status Compute(const ComputeInput& input, ComputeOutput& output);
+
+ private:
+  struct Impl;
+  explicit DeepPot(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Threads for LibTorch's intra-op work: 1 per rank when the plan spans several ranks, unless the
+// DEEPMD_NUM_THREADS environment variable says otherwise.
+void ConfigureThreads(bool multi_rank);
+
+}  // namespace deepmd::runtime
+
+#endif  // DEEPMD_RUNTIME_DEEP_POT_H_
