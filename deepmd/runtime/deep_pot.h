@@ -26,6 +26,9 @@ namespace deepmd::runtime {
 
 struct DeepPotOptions {
   double skin = 0.0;  // neighbour-list skin (Å): lists built at ago == 0 are reused while atoms move less
+  // Check mode: run the with-comm graph even on one rank (ghosts filled by the self-exchange plan),
+  // so that it can be compared with the regular graph.
+  bool with_comm_on_one_rank = false;
 };
 
 struct ComputeInput {

@@ -1,0 +1,285 @@
+#include "deepmd/runtime/deep_pot.h"
+
+#include <ATen/Parallel.h>
+#include <torch/script.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "deepmd/ops/plan.h"
+#include "deepmd/runtime/archive.h"
+#include "deepmd/runtime/neighbor_list.h"
+
+namespace deepmd::runtime {
+namespace {
+
+const auto kF64 = torch::TensorOptions().dtype(torch::kFloat64);
+const auto kI64 = torch::TensorOptions().dtype(torch::kInt64);
+
+absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError(what); }
+
+}  // namespace
+
+void ConfigureThreads(bool multi_rank) {
+  if (const char* env = std::getenv("DEEPMD_NUM_THREADS"); env != nullptr && std::atoi(env) > 0) {
+    at::set_num_threads(std::atoi(env));
+  } else if (multi_rank) {
+    at::set_num_threads(1);
+  }
+}
+
+struct DeepPot::Impl {
+  Archive archive;
+  DeepPotOptions options;
+  torch::jit::Module regular;
+  std::optional<torch::jit::Module> with_comm;  // loaded the first time several ranks need it
+  const char* last_graph = "none";
+  bool threads_configured = false;
+
+  // Topology, rebuilt when ago == 0.
+  int64_t nall = -1, nlocal = -1;          // as given
+  int64_t nall_real = 0, nloc_real = 0;    // without NULL atoms
+  std::vector<int64_t> kept;               // compacted row -> original row
+  bool use_with_comm = false;
+  torch::Tensor atype, nlist, mapping, plan;  // compacted
+  torch::Tensor coord, spin, aparam;          // compacted, refilled every step
+  NeighborList list;
+
+  explicit Impl(Archive a) : archive(std::move(a)) {}
+
+  absl::Status Rebuild(const ComputeInput& in);
+  absl::Status FillStep(const ComputeInput& in);
+};
+
+absl::StatusOr<std::unique_ptr<DeepPot>> DeepPot::Load(const std::string& path, DeepPotOptions options) {
+  absl::StatusOr<Archive> archive = Archive::Open(path);
+  if (!archive.ok()) return archive.status();
+  auto impl = std::make_unique<Impl>(*std::move(archive));
+  impl->options = options;
+  absl::StatusOr<torch::jit::Module> regular = impl->archive.LoadGraph(Graph::kRegular);
+  if (!regular.ok()) return regular.status();
+  impl->regular = *std::move(regular);
+  impl->regular.eval();
+  return std::unique_ptr<DeepPot>(new DeepPot(std::move(impl)));
+}
+
+DeepPot::DeepPot(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+DeepPot::~DeepPot() = default;
+const ArchiveMetadata& DeepPot::metadata() const { return impl_->archive.metadata(); }
+const char* DeepPot::last_graph() const { return impl_->last_graph; }
+
+absl::Status DeepPot::Impl::Rebuild(const ComputeInput& in) {
+  const ArchiveMetadata& m = archive.metadata();
+  const int64_t n = static_cast<int64_t>(in.atype.size());
+  const int ntypes = static_cast<int>(m.type_map.size());
+  nall = n;
+  nlocal = in.nlocal;
+  // Compaction: drop NULL atoms, keep order (owned rows stay first).
+  std::vector<int32_t> new_row(n, -1);
+  kept.clear();
+  for (int64_t i = 0; i < n; ++i) {
+    const int t = in.atype[i];
+    if (t < -1 || t >= ntypes) {
+      return Invalid(absl::StrCat("atom ", i, " has type ", t, "; this model has types 0..", ntypes - 1,
+                                  " and -1 for atoms it ignores (NULL)"));
+    }
+    if (t >= 0) {
+      new_row[i] = static_cast<int32_t>(kept.size());
+      kept.push_back(i);
+    }
+  }
+  nall_real = static_cast<int64_t>(kept.size());
+  nloc_real = 0;
+  for (int64_t i = 0; i < in.nlocal; ++i) nloc_real += in.atype[i] >= 0;
+
+  // Dispatch (identical on every rank: it depends only on the plan's size and the archive).
+  std::optional<ops::PlanView> view;
+  if (!in.plan.empty()) {
+    absl::StatusOr<ops::PlanView> parsed = ops::PlanView::Parse(in.plan);
+    if (!parsed.ok()) return parsed.status();
+    if (parsed->nrows() != n || parsed->nlocal() != in.nlocal) {
+      return Invalid(absl::StrCat("the ghost-exchange plan describes ", parsed->nlocal(), " + ", parsed->nghost(),
+                                  " rows but the system has ", in.nlocal, " + ", n - in.nlocal, " atoms"));
+    }
+    view = *parsed;
+  }
+  const bool multi_rank = view && view->size() > 1;
+  if (!threads_configured) {
+    ConfigureThreads(multi_rank);
+    threads_configured = true;
+  }
+  use_with_comm = (multi_rank || (options.with_comm_on_one_rank && view)) && m.has_message_passing_across_ranks;
+  if (use_with_comm && !m.has_comm_artifact && !multi_rank) {
+    return absl::FailedPreconditionError(absl::StrCat("'", archive.name(), "' has no with-comm graph to check"));
+  }
+  if (use_with_comm && !m.has_comm_artifact) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "'", archive.name(), "' passes messages between atoms but has no with-comm graph, so it cannot run on ",
+        view->size(), " MPI ranks. Re-export it with the with-comm graph (for DPA3: \"use_loc_mapping\": false), ",
+        "or run on one rank."));
+  }
+  if (use_with_comm && !with_comm) {
+    absl::StatusOr<torch::jit::Module> graph = archive.LoadGraph(Graph::kWithComm);
+    if (!graph.ok()) return graph.status();
+    with_comm = *std::move(graph);
+    with_comm->eval();
+  }
+
+  // Plan (with-comm) or mapping (regular), in compacted rows.
+  plan = torch::Tensor();
+  mapping = torch::Tensor();
+  if (use_with_comm) {
+    absl::StatusOr<std::vector<int32_t>> compact = ops::CompactPlan(*view, new_row);
+    if (!compact.ok()) return compact.status();
+    plan = torch::tensor(*compact, torch::TensorOptions().dtype(torch::kInt32));
+  } else {
+    std::vector<int64_t> owner;
+    if (!in.mapping.empty()) {
+      if (static_cast<int64_t>(in.mapping.size()) != n) {
+        return Invalid(absl::StrCat("mapping has ", in.mapping.size(), " entries for ", n, " atoms"));
+      }
+      owner.assign(in.mapping.begin(), in.mapping.end());
+    } else if (view && !multi_rank) {
+      absl::StatusOr<std::vector<int64_t>> owners = ops::SelfPlanOwners(*view);
+      if (!owners.ok()) return owners.status();
+      owner = *std::move(owners);
+    }
+    if (!owner.empty()) {
+      std::vector<int64_t> compact(nall_real);
+      for (int64_t r = 0; r < nall_real; ++r) {
+        const int64_t o = owner[kept[r]];
+        if (o < 0 || o >= in.nlocal || new_row[o] < 0) {
+          return Invalid(absl::StrCat("mapping: atom ", kept[r], " maps to ", o, ", which is not an owned atom of the ",
+                                      "same type"));
+        }
+        compact[r] = new_row[o];
+      }
+      mapping = torch::tensor(compact, kI64).reshape({1, nall_real});
+    } else if (m.has_message_passing && nall_real > nloc_real) {
+      return Invalid(
+          "this model passes messages between atoms: on one rank it needs the ghost -> owner mapping or a "
+          "single-rank ghost-exchange plan to know which atom each ghost is an image of");
+    }
+  }
+
+  // Types, neighbour list (cutoff rcut + skin, reused until the next rebuild).
+  std::vector<int64_t> types(nall_real);
+  for (int64_t r = 0; r < nall_real; ++r) types[r] = in.atype[kept[r]];
+  atype = torch::tensor(types, kI64).reshape({1, nall_real});
+  coord = torch::empty({1, nall_real, 3}, kF64);
+  if (m.is_spin) spin = torch::empty({1, nall_real, 3}, kF64);
+  if (m.dim_aparam > 0) aparam = torch::empty({1, nloc_real, m.dim_aparam}, kF64);
+  double* c = coord.data_ptr<double>();
+  for (int64_t r = 0; r < nall_real; ++r) {
+    for (int d = 0; d < 3; ++d) c[3 * r + d] = in.coord[3 * kept[r] + d];
+  }
+  BuildNeighborList(absl::MakeConstSpan(c, 3 * nall_real), nloc_real, m.rcut + options.skin, list);
+  nlist = torch::empty({1, nloc_real, std::max<int64_t>(list.max_row(), 1)}, kI64);
+  list.ToPadded(nlist.size(2), nlist.data_ptr<int64_t>());
+  return absl::OkStatus();
+}
+
+absl::Status DeepPot::Impl::FillStep(const ComputeInput& in) {
+  const ArchiveMetadata& m = archive.metadata();
+  double* c = coord.data_ptr<double>();
+  for (int64_t r = 0; r < nall_real; ++r) {
+    for (int d = 0; d < 3; ++d) {
+      const double x = in.coord[3 * kept[r] + d];
+      if (!std::isfinite(x)) return Invalid(absl::StrCat("atom ", kept[r], " has a non-finite coordinate"));
+      c[3 * r + d] = x;
+    }
+  }
+  if (m.is_spin) {
+    if (static_cast<int64_t>(in.spin.size()) != 3 * nall) {
+      return Invalid(absl::StrCat("spin has ", in.spin.size(), " values; a spin model needs 3 per atom (", 3 * nall, ")"));
+    }
+    double* s = spin.data_ptr<double>();
+    for (int64_t r = 0; r < nall_real; ++r) {
+      for (int d = 0; d < 3; ++d) s[3 * r + d] = in.spin[3 * kept[r] + d];
+    }
+  }
+  if (static_cast<int>(in.fparam.size()) != m.dim_fparam) {
+    return Invalid(absl::StrCat("fparam has ", in.fparam.size(), " values; the model takes ", m.dim_fparam));
+  }
+  if (m.dim_aparam > 0 || !in.aparam.empty()) {
+    if (static_cast<int64_t>(in.aparam.size()) != in.nlocal * m.dim_aparam) {
+      return Invalid(absl::StrCat("aparam has ", in.aparam.size(), " values; the model takes ", m.dim_aparam,
+                                  " per owned atom (", in.nlocal * m.dim_aparam, ")"));
+    }
+    double* a = aparam.data_ptr<double>();
+    for (int64_t r = 0; r < nloc_real; ++r) {
+      for (int k = 0; k < m.dim_aparam; ++k) a[m.dim_aparam * r + k] = in.aparam[m.dim_aparam * kept[r] + k];
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
+  Impl& s = *impl_;
+  const ArchiveMetadata& m = s.archive.metadata();
+  const int64_t n = static_cast<int64_t>(in.atype.size());
+  if (static_cast<int64_t>(in.coord.size()) != 3 * n) {
+    return Invalid(absl::StrCat("coord has ", in.coord.size(), " values for ", n, " atoms (need 3 per atom)"));
+  }
+  if (in.nlocal < 0 || in.nlocal > n) return Invalid(absl::StrCat("nlocal ", in.nlocal, " is outside [0, ", n, "]"));
+  if (in.ago == 0 || s.nall < 0) {
+    if (absl::Status st = s.Rebuild(in); !st.ok()) return st;
+  } else if (n != s.nall || in.nlocal != s.nlocal) {
+    return Invalid(absl::StrCat("ago = ", in.ago, " but the system changed from ", s.nlocal, " + ", s.nall - s.nlocal,
+                                " to ", in.nlocal, " + ", n - in.nlocal, " atoms; rebuild with ago = 0"));
+  }
+  if (absl::Status st = s.FillStep(in); !st.ok()) return st;
+
+  std::vector<c10::IValue> inputs = {s.coord, s.atype};
+  if (m.is_spin) inputs.push_back(s.spin);
+  inputs.push_back(s.nlist);
+  if (!s.use_with_comm) inputs.push_back(s.mapping.defined() ? c10::IValue(s.mapping) : c10::IValue());
+  inputs.push_back(m.dim_fparam ? c10::IValue(torch::tensor(std::vector<double>(in.fparam.begin(), in.fparam.end()),
+                                                            kF64).reshape({1, m.dim_fparam}))
+                                : c10::IValue());
+  inputs.push_back(m.dim_aparam ? c10::IValue(s.aparam) : c10::IValue());
+  inputs.push_back(in.atomic);
+  if (s.use_with_comm) inputs.push_back(s.plan);
+  c10::IValue returned;
+  try {
+    returned = s.use_with_comm ? s.with_comm->get_method("forward_lower_with_comm")(inputs)
+                               : s.regular.get_method("forward_lower")(inputs);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("model evaluation failed: ", e.what_without_backtrace()));
+  }
+  const c10::Dict<c10::IValue, c10::IValue> result = returned.toGenericDict();
+  s.last_graph = s.use_with_comm ? "with-comm" : "regular";
+
+  // Back to the caller's rows; NULL atoms get zeros.
+  const torch::Tensor force = result.at("force").toTensor().contiguous();
+  const double* f = force.data_ptr<double>();
+  out.force.assign(3 * n, 0.0);
+  for (int64_t r = 0; r < s.nall_real; ++r) {
+    for (int d = 0; d < 3; ++d) out.force[3 * s.kept[r] + d] = f[3 * r + d];
+  }
+  if (m.is_spin) {
+    const torch::Tensor fm = result.at("force_mag").toTensor().contiguous();
+    out.force_mag.assign(3 * n, 0.0);
+    for (int64_t r = 0; r < s.nall_real; ++r) {
+      for (int d = 0; d < 3; ++d) out.force_mag[3 * s.kept[r] + d] = fm.data_ptr<double>()[3 * r + d];
+    }
+  }
+  out.energy = result.at("energy").toTensor().item<double>();
+  const torch::Tensor virial = result.at("virial").toTensor().contiguous();
+  for (int k = 0; k < 9; ++k) out.virial[k] = virial.data_ptr<double>()[k];
+  if (in.atomic) {
+    const torch::Tensor ae = result.at("atom_energy").toTensor().contiguous();
+    const torch::Tensor av = result.at("atom_virial").toTensor().contiguous();
+    out.atom_energy.assign(in.nlocal, 0.0);
+    out.atom_virial.assign(9 * n, 0.0);
+    for (int64_t r = 0; r < s.nall_real; ++r) {
+      if (r < s.nloc_real) out.atom_energy[s.kept[r]] = ae.data_ptr<double>()[r];
+      for (int k = 0; k < 9; ++k) out.atom_virial[9 * s.kept[r] + k] = av.data_ptr<double>()[9 * r + k];
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace deepmd::runtime
