@@ -14,6 +14,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "deepmd/runtime/model_deviation.h"
 #include "deepmd/runtime/periodic_images.h"
 
 namespace deepmd::runtime {
@@ -243,6 +244,72 @@ TEST_F(DeepPotErrorTest, MissingArchiveAndWrongPlanSize) {
   in.atype = fewer;
   in.coord = absl::MakeConstSpan(images_.coord.data(), 3 * fewer.size());
   EXPECT_THAT(Error(in), HasSubstr("the ghost-exchange plan describes"));
+}
+
+TEST_F(DeepPotErrorTest, ModelDeviationOfTwoModelsIsHalfTheirDifference) {
+  std::vector<std::string> paths;
+  for (const Case& c : cases_) {
+    if (c.name == "dpa3-1" || c.name == "dpa2-1") paths.push_back(c.archive);
+  }
+  ASSERT_EQ(paths.size(), 2u);
+  absl::StatusOr<std::unique_ptr<ModelDeviation>> devi = ModelDeviation::Load(paths);
+  ASSERT_TRUE(devi.ok()) << devi.status();
+  std::vector<ComputeOutput> outputs;
+  ASSERT_TRUE((*devi)->Compute(in_, outputs).ok());
+  // Each model's output is what that model gives alone.
+  for (size_t k = 0; k < 2; ++k) {
+    ComputeOutput alone;
+    ASSERT_TRUE(DeepPot::Load(paths[k]).value()->Compute(in_, alone).ok());
+    EXPECT_EQ(outputs[k].energy, alone.energy);
+    EXPECT_EQ(outputs[k].force, alone.force);
+  }
+  // Fold onto owned atoms, then for two models the deviation is |a - b| / 2 (a closed form, not the
+  // general formula).
+  const int natoms = in_.nlocal;
+  std::vector<std::vector<double>> forces(2, std::vector<double>(3 * natoms, 0.0));
+  for (size_t k = 0; k < 2; ++k) {
+    for (size_t r = 0; r < images_.owner.size(); ++r) {
+      for (int d = 0; d < 3; ++d) forces[k][3 * images_.owner[r] + d] += outputs[k].force[3 * r + d];
+    }
+  }
+  const DeviationStats stats = ComputeDeviation(forces, {outputs[0].virial, outputs[1].virial},
+                                                {outputs[0].energy, outputs[1].energy}, natoms);
+  double max_f = 0, min_f = 1e300, sum_f = 0;
+  for (int i = 0; i < natoms; ++i) {
+    double d2 = 0;
+    for (int d = 0; d < 3; ++d) d2 += std::pow(forces[0][3 * i + d] - forces[1][3 * i + d], 2);
+    const double devi = std::sqrt(d2) / 2;
+    EXPECT_NEAR(stats.atom_devi_f[i], devi, 1e-12);
+    max_f = std::max(max_f, devi), min_f = std::min(min_f, devi), sum_f += devi;
+  }
+  EXPECT_NEAR(stats.max_devi_f, max_f, 1e-12);
+  EXPECT_NEAR(stats.min_devi_f, min_f, 1e-12);
+  EXPECT_NEAR(stats.avg_devi_f, sum_f / natoms, 1e-12);
+  EXPECT_NEAR(stats.devi_e, std::abs(outputs[0].energy - outputs[1].energy) / 2 / natoms, 1e-12);
+  double max_v = 0;
+  for (int c = 0; c < 9; ++c) max_v = std::max(max_v, std::abs(outputs[0].virial[c] - outputs[1].virial[c]) / 2 / natoms);
+  EXPECT_NEAR(stats.max_devi_v, max_v, 1e-12);
+  EXPECT_GT(stats.max_devi_f, 0);
+}
+
+TEST(ComputeDeviationTest, RelativeForceDeviation) {
+  // One atom, three models: forces (1,0,0), (3,0,0), (2,0,0): mean (2,0,0), std sqrt(2/3).
+  const std::vector<std::vector<double>> forces = {{1, 0, 0}, {3, 0, 0}, {2, 0, 0}};
+  const std::array<double, 9> zero{};
+  DeviationStats stats = ComputeDeviation(forces, {zero, zero, zero}, {0, 0, 0}, 1);
+  EXPECT_NEAR(stats.max_devi_f, std::sqrt(2.0 / 3.0), 1e-14);
+  stats = ComputeDeviation(forces, {zero, zero, zero}, {0, 0, 0}, 1, /*relative=*/1.0);
+  EXPECT_NEAR(stats.max_devi_f, std::sqrt(2.0 / 3.0) / 3.0, 1e-14);
+}
+
+TEST(ModelDeviationLoadTest, RefusesDifferentElements) {
+  std::vector<std::string> paths;
+  for (const Case& c : LoadCases()) {
+    if (c.name == "dpa3-1" || c.name == "dpa3_spin-1") paths.push_back(c.archive);
+  }
+  absl::StatusOr<std::unique_ptr<ModelDeviation>> devi = ModelDeviation::Load(paths);
+  ASSERT_FALSE(devi.ok());
+  EXPECT_THAT(std::string(devi.status().message()), HasSubstr("must describe the same elements"));
 }
 
 }  // namespace

@@ -1,0 +1,96 @@
+#include "deepmd/runtime/model_deviation.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace deepmd::runtime {
+namespace {
+
+struct Summary {
+  double max = 0, min = 0, avg = 0;
+};
+
+Summary Summarise(const std::vector<double>& values) {
+  Summary s;
+  if (values.empty()) return s;
+  s.max = *std::max_element(values.begin(), values.end());
+  s.min = *std::min_element(values.begin(), values.end());
+  for (double v : values) s.avg += v;
+  s.avg /= static_cast<double>(values.size());
+  return s;
+}
+
+}  // namespace
+
+DeviationStats ComputeDeviation(const std::vector<std::vector<double>>& forces,
+                                const std::vector<std::array<double, 9>>& virials, const std::vector<double>& energies,
+                                int natoms, double relative, double relative_v) {
+  DeviationStats stats;
+  const size_t nmodels = forces.size();
+  if (nmodels == 0) return stats;
+  stats.atom_devi_f.assign(natoms, 0.0);
+  for (int i = 0; i < natoms; ++i) {
+    double mean[3] = {0, 0, 0}, var = 0;
+    for (size_t k = 0; k < nmodels; ++k) {
+      for (int d = 0; d < 3; ++d) mean[d] += forces[k][3 * i + d] / nmodels;
+    }
+    for (size_t k = 0; k < nmodels; ++k) {
+      for (int d = 0; d < 3; ++d) var += (forces[k][3 * i + d] - mean[d]) * (forces[k][3 * i + d] - mean[d]) / nmodels;
+    }
+    double devi = std::sqrt(var);
+    if (relative >= 0) devi /= std::sqrt(mean[0] * mean[0] + mean[1] * mean[1] + mean[2] * mean[2]) + relative;
+    stats.atom_devi_f[i] = devi;
+  }
+  const Summary f = Summarise(stats.atom_devi_f);
+  stats.max_devi_f = f.max, stats.min_devi_f = f.min, stats.avg_devi_f = f.avg;
+  std::vector<double> devi_v(9, 0.0);
+  for (int c = 0; c < 9; ++c) {
+    double mean = 0, var = 0;
+    for (size_t k = 0; k < virials.size(); ++k) mean += virials[k][c] / virials.size();
+    for (size_t k = 0; k < virials.size(); ++k) var += (virials[k][c] - mean) * (virials[k][c] - mean) / virials.size();
+    devi_v[c] = std::sqrt(var);
+    if (relative_v >= 0) devi_v[c] /= std::abs(mean) + relative_v;
+    devi_v[c] /= std::max(natoms, 1);
+  }
+  const Summary v = Summarise(devi_v);
+  stats.max_devi_v = v.max, stats.min_devi_v = v.min, stats.avg_devi_v = v.avg;
+  double mean_e = 0, var_e = 0;
+  for (double e : energies) mean_e += e / energies.size();
+  for (double e : energies) var_e += (e - mean_e) * (e - mean_e) / energies.size();
+  stats.devi_e = std::sqrt(var_e) / std::max(natoms, 1);
+  return stats;
+}
+
+absl::StatusOr<std::unique_ptr<ModelDeviation>> ModelDeviation::Load(const std::vector<std::string>& paths,
+                                                                     DeepPotOptions options) {
+  if (paths.empty()) return absl::InvalidArgumentError("model deviation needs at least one archive");
+  auto deviation = std::unique_ptr<ModelDeviation>(new ModelDeviation());
+  for (const std::string& path : paths) {
+    absl::StatusOr<std::unique_ptr<DeepPot>> pot = DeepPot::Load(path, options);
+    if (!pot.ok()) return pot.status();
+    const ArchiveMetadata& first = deviation->models_.empty() ? (*pot)->metadata() : deviation->models_[0]->metadata();
+    if ((*pot)->metadata().type_map != first.type_map || (*pot)->metadata().is_spin != first.is_spin) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", path, "' has type map [", absl::StrJoin((*pot)->metadata().type_map, " "), "] (spin: ",
+          (*pot)->metadata().is_spin, ") but '", paths[0], "' has [", absl::StrJoin(first.type_map, " "),
+          "] (spin: ", first.is_spin, "): models of a deviation must describe the same elements"));
+    }
+    deviation->models_.push_back(*std::move(pot));
+  }
+  return deviation;
+}
+
+absl::Status ModelDeviation::Compute(const ComputeInput& input, std::vector<ComputeOutput>& outputs) {
+  outputs.resize(models_.size());
+  for (size_t k = 0; k < models_.size(); ++k) {
+    if (absl::Status s = models_[k]->Compute(input, outputs[k]); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("model ", k, ": ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace deepmd::runtime
