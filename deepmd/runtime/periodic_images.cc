@@ -6,27 +6,48 @@
 #include "deepmd/ops/plan.h"
 
 namespace deepmd::runtime {
+namespace {
 
-absl::StatusOr<PeriodicImages> MakePeriodicImages(absl::Span<const double> coord, const std::array<double, 3>& box,
+using Vec = std::array<double, 3>;
+
+Vec Cross(const Vec& a, const Vec& b) {
+  return {a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]};
+}
+double Dot(const Vec& a, const Vec& b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
+
+}  // namespace
+
+absl::StatusOr<PeriodicImages> MakePeriodicImages(absl::Span<const double> coord, const std::array<double, 9>& cell,
                                                   const std::array<bool, 3>& periodic, double cutoff) {
   if (coord.size() % 3 != 0) return absl::InvalidArgumentError("coordinates must be [natoms, 3]");
   if (!(cutoff > 0)) return absl::InvalidArgumentError(absl::StrCat("cutoff ", cutoff, " must be positive"));
+  const std::array<Vec, 3> h = {Vec{cell[0], cell[1], cell[2]}, Vec{cell[3], cell[4], cell[5]},
+                                Vec{cell[6], cell[7], cell[8]}};
+  const double volume = Dot(h[0], Cross(h[1], h[2]));
+  if (!(std::abs(volume) > 1e-12)) {
+    return absl::InvalidArgumentError(absl::StrCat("the cell's lattice vectors are degenerate (volume ", volume, ")"));
+  }
+  // Reciprocal vectors: fractional coordinate d of r is Dot(r, g[d]); distance between faces 1/|g[d]|.
+  std::array<Vec, 3> g;
   for (int d = 0; d < 3; ++d) {
-    if (periodic[d] && !(box[d] > 0)) {
-      return absl::InvalidArgumentError(absl::StrCat("periodic box length ", box[d], " must be positive"));
-    }
+    const Vec c = Cross(h[(d + 1) % 3], h[(d + 2) % 3]);
+    for (int k = 0; k < 3; ++k) g[d][k] = c[k] / volume;
   }
   PeriodicImages out;
   out.nloc = static_cast<int64_t>(coord.size() / 3);
-  out.coord.assign(coord.begin(), coord.end());
+  std::vector<double> frac;  // [nall, 3]
   for (int64_t i = 0; i < out.nloc; ++i) {
-    out.owner.push_back(i);
-    for (int d = 0; d < 3; ++d) {
-      double& x = out.coord[3 * i + d];
-      if (!std::isfinite(x)) return absl::InvalidArgumentError(absl::StrCat("atom ", i, " has a non-finite coordinate"));
-      if (periodic[d]) x -= std::floor(x / box[d]) * box[d];
-      if (periodic[d] && x >= box[d]) x = 0;  // rounding
+    const Vec r = {coord[3 * i], coord[3 * i + 1], coord[3 * i + 2]};
+    if (!std::isfinite(r[0]) || !std::isfinite(r[1]) || !std::isfinite(r[2])) {
+      return absl::InvalidArgumentError(absl::StrCat("atom ", i, " has a non-finite coordinate"));
     }
+    for (int d = 0; d < 3; ++d) {
+      double f = Dot(r, g[d]);
+      if (periodic[d]) f -= std::floor(f);
+      if (periodic[d] && f >= 1.0) f = 0.0;  // rounding
+      frac.push_back(f);
+    }
+    out.owner.push_back(i);
   }
   struct Stage {
     std::vector<int32_t> rows;
@@ -35,20 +56,20 @@ absl::StatusOr<PeriodicImages> MakePeriodicImages(absl::Span<const double> coord
   std::vector<Stage> stages;
   for (int d = 0; d < 3; ++d) {
     if (!periodic[d]) continue;
+    const double reach = cutoff * std::sqrt(Dot(g[d], g[d]));  // the cutoff in fractional units of d
     const int64_t dim_start = static_cast<int64_t>(out.owner.size());
     std::array<std::pair<int64_t, int64_t>, 2> previous{};
-    const int hops = static_cast<int>(std::ceil(cutoff / box[d]));
-    for (int hop = 1; hop <= hops; ++hop) {
-      for (int side = 0; side < 2; ++side) {  // 0: images shifted up (from rows near the lower face)
+    for (int hop = 1; hop <= static_cast<int>(std::ceil(reach)); ++hop) {
+      for (int side = 0; side < 2; ++side) {  // 0: images one period up, from rows near the lower face
         const auto [from, to] = hop == 1 ? std::make_pair(int64_t{0}, dim_start) : previous[side];
         Stage stage{{}, static_cast<int32_t>(out.owner.size())};
         for (int64_t r = from; r < to; ++r) {
-          const double x = out.coord[3 * r + d];
-          if (side == 0 ? x < cutoff : x >= box[d] - cutoff) stage.rows.push_back(static_cast<int32_t>(r));
+          const double f = frac[3 * r + d];
+          if (side == 0 ? f < reach : f >= 1.0 - reach) stage.rows.push_back(static_cast<int32_t>(r));
         }
         for (int32_t r : stage.rows) {
-          for (int k = 0; k < 3; ++k) out.coord.push_back(out.coord[3 * r + k]);
-          out.coord[out.coord.size() - 3 + d] += side == 0 ? box[d] : -box[d];
+          for (int k = 0; k < 3; ++k) frac.push_back(frac[3 * r + k]);
+          frac[frac.size() - 3 + d] += side == 0 ? 1.0 : -1.0;
           out.owner.push_back(out.owner[r]);
         }
         previous[side] = {stage.first, static_cast<int64_t>(out.owner.size())};
@@ -56,7 +77,14 @@ absl::StatusOr<PeriodicImages> MakePeriodicImages(absl::Span<const double> coord
       }
     }
   }
+  // Cartesian coordinates: r = f . H; local atoms keep their given position along open directions.
   const int64_t nall = static_cast<int64_t>(out.owner.size());
+  out.coord.resize(3 * nall);
+  for (int64_t r = 0; r < nall; ++r) {
+    for (int k = 0; k < 3; ++k) {
+      out.coord[3 * r + k] = frac[3 * r] * h[0][k] + frac[3 * r + 1] * h[1][k] + frac[3 * r + 2] * h[2][k];
+    }
+  }
   ops::PlanBuilder builder(ops::kNoCommunicator, 0, 1, static_cast<int32_t>(out.nloc),
                            static_cast<int32_t>(nall - out.nloc));
   for (const Stage& s : stages) {
@@ -66,6 +94,14 @@ absl::StatusOr<PeriodicImages> MakePeriodicImages(absl::Span<const double> coord
   if (!plan.ok()) return plan.status();
   out.plan = *std::move(plan);
   return out;
+}
+
+absl::StatusOr<PeriodicImages> MakePeriodicImages(absl::Span<const double> coord, const std::array<double, 3>& box,
+                                                  const std::array<bool, 3>& periodic, double cutoff) {
+  for (int d = 0; d < 3; ++d) {
+    if (!(box[d] > 0)) return absl::InvalidArgumentError(absl::StrCat("box length ", box[d], " must be positive"));
+  }
+  return MakePeriodicImages(coord, {box[0], 0, 0, 0, box[1], 0, 0, 0, box[2]}, periodic, cutoff);
 }
 
 }  // namespace deepmd::runtime

@@ -20,8 +20,13 @@ struct PeriodicImages {
   std::vector<int32_t> plan;   // self-exchange plan (docs/exchange_plan.md) that fills the image rows
 };
 
-// `box` holds the lengths of an orthorhombic box with a corner at the origin; `periodic` says which
-// dimensions wrap. Every image within `cutoff` of the box is made.
+// `cell` holds the three lattice vectors as rows (any triclinic cell; the origin is a corner);
+// `periodic` says which of them wrap. Atoms are wrapped into the cell along periodic directions, and
+// every image within `cutoff` of the cell (measured across each pair of faces) is made.
+absl::StatusOr<PeriodicImages> MakePeriodicImages(absl::Span<const double> coord, const std::array<double, 9>& cell,
+                                                  const std::array<bool, 3>& periodic, double cutoff);
+
+// An orthorhombic box given by its three lengths.
 absl::StatusOr<PeriodicImages> MakePeriodicImages(absl::Span<const double> coord, const std::array<double, 3>& box,
                                                   const std::array<bool, 3>& periodic, double cutoff);
 

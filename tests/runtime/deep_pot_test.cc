@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "deepmd/runtime/model_deviation.h"
 #include "deepmd/runtime/periodic_images.h"
+#include "deepmd/runtime/standalone.h"
 
 namespace deepmd::runtime {
 namespace {
@@ -290,6 +291,69 @@ TEST_F(DeepPotErrorTest, ModelDeviationOfTwoModelsIsHalfTheirDifference) {
   for (int c = 0; c < 9; ++c) max_v = std::max(max_v, std::abs(outputs[0].virial[c] - outputs[1].virial[c]) / 2 / natoms);
   EXPECT_NEAR(stats.max_devi_v, max_v, 1e-12);
   EXPECT_GT(stats.max_devi_f, 0);
+}
+
+// Triclinic cells and partial periodicity through the standalone entry, against systems that are
+// physically the same (or a known multiple) in orthorhombic boxes.
+class StandaloneTest : public DeepPotErrorTest {
+ protected:
+  double Energy(const std::vector<double>& coord, const std::vector<int>& atype, const std::array<double, 9>& cell,
+                std::array<bool, 3> periodic, ComputeOutput* keep = nullptr) {
+    PeriodicInput in;
+    in.coord = coord;
+    in.atype = atype;
+    in.cell = cell;
+    in.periodic = periodic;
+    in.atomic = true;
+    ComputeOutput out;
+    absl::Status s = EvaluatePeriodic(*pot_, in, out);
+    EXPECT_TRUE(s.ok()) << s;
+    if (keep) *keep = out;
+    return out.energy;
+  }
+};
+
+TEST_F(StandaloneTest, MatchesTheEagerModelInItsBox) {
+  const Case& c = *dpa3_;
+  ComputeOutput out;
+  const double e = Energy(c.coord, c.atype, {c.box[0], 0, 0, 0, c.box[1], 0, 0, 0, c.box[2]}, {true, true, true}, &out);
+  EXPECT_NEAR(e, c.energy, 1e-10 * std::abs(c.energy));
+  for (size_t k = 0; k < c.force.size(); ++k) EXPECT_NEAR(out.force[k], c.force[k], 1e-10) << k;
+  double sum = 0;
+  for (double a : out.atom_energy) sum += a;
+  EXPECT_NEAR(sum, e, 1e-10 * std::abs(e));
+}
+
+TEST_F(StandaloneTest, TriclinicCells) {
+  const Case& c = *dpa3_;
+  const double a = c.box[0], b = c.box[1], z = c.box[2];
+  const double cubic = Energy(c.coord, c.atype, {a, 0, 0, 0, b, 0, 0, 0, z}, {true, true, true});
+  // b tilted by a whole period of a: the same lattice, so the same energy.
+  EXPECT_NEAR(Energy(c.coord, c.atype, {a, 0, 0, a, b, 0, 0, 0, z}, {true, true, true}), cubic, 1e-10 * std::abs(cubic));
+  // b tilted by half a period: twice this cell is the orthorhombic supercell a x 2b x z with every
+  // atom repeated at r + b_tilted.
+  const std::array<double, 9> tilted = {a, 0, 0, a / 2, b, 0, 0, 0, z};
+  const double e_tilted = Energy(c.coord, c.atype, tilted, {true, true, true});
+  std::vector<double> coord2 = c.coord;
+  std::vector<int> type2 = c.atype;
+  for (size_t i = 0; i < c.atype.size(); ++i) {
+    coord2.insert(coord2.end(), {c.coord[3 * i] + a / 2, c.coord[3 * i + 1] + b, c.coord[3 * i + 2]});
+    type2.push_back(c.atype[i]);
+  }
+  const double e_super = Energy(coord2, type2, {a, 0, 0, 0, 2 * b, 0, 0, 0, z}, {true, true, true});
+  EXPECT_NEAR(2 * e_tilted, e_super, 1e-10 * std::abs(e_super));
+  EXPECT_GT(std::abs(e_tilted - cubic), 1e-6) << "the tilt must matter";
+}
+
+TEST_F(StandaloneTest, OpenDirectionEqualsVacuum) {
+  // Open along z versus periodic with vacuum wider than the cutoff: the same slab.
+  const Case& c = *dpa3_;
+  const double rc = pot_->metadata().rcut;
+  const double slab = Energy(c.coord, c.atype, {c.box[0], 0, 0, 0, c.box[1], 0, 0, 0, c.box[2]}, {true, true, false});
+  const double vacuum =
+      Energy(c.coord, c.atype, {c.box[0], 0, 0, 0, c.box[1], 0, 0, 0, c.box[2] + 2 * rc}, {true, true, true});
+  EXPECT_NEAR(slab, vacuum, 1e-10 * std::abs(vacuum));
+  EXPECT_GT(std::abs(slab - c.energy), 1e-6) << "opening z must matter";
 }
 
 TEST(ComputeDeviationTest, RelativeForceDeviation) {
