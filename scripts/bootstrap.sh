@@ -21,6 +21,7 @@ PACKAGES=(
   nlohmann-json3-dev       # JSON (archive metadata)
   libopenblas0             # fast BLAS for LibTorch's matmuls
   python3-matplotlib       # benchmark plots
+  valgrind                 # memcheck test of the standalone path
 )
 
 missing=()
