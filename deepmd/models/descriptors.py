@@ -144,11 +144,13 @@ class Repformers(torch.nn.Module):
         self.rcut_init, self.rcut_smth_init, self.sel_init = rcut_init, rcut_smth_init, sel_init
         self.rcut, self.rcut_smth, self.sel = rcut, rcut_smth, sel
         self.init_axis, self.axis, self.nlayers, self.dim_out = init_axis, axis, nlayers, g1_dim
+        self.invariant_width = g2_dim * axis
         g = torch.Generator().manual_seed(seed)
         self.type_embedding = torch.nn.Parameter(
             torch.randn(ntypes, tebd_dim, generator=g, dtype=torch.float64).to(dtype))
         self.init_net = MLP([1 + 2 * tebd_dim] + init_neuron, seed + 1, dtype)
-        self.init_out = MLP([init_neuron[-1] * init_axis, g1_dim], seed + 2, dtype)
+        self.init_width = init_neuron[-1] * init_axis
+        self.init_out = MLP([self.init_width, g1_dim], seed + 2, dtype)
         self.pair_embed = MLP([1, g2_dim], seed + 3, dtype)
         self.layers = torch.nn.ModuleList([RepformerLayer(g1_dim, g2_dim, attn_dim, axis, seed + 10 * (l + 1), dtype)
                                            for l in range(nlayers)])
@@ -170,7 +172,7 @@ class Repformers(torch.nn.Module):
         g = self.init_net(torch.cat([s.unsqueeze(-1), tebd_i, tebd_j], dim=-1)) * mask.unsqueeze(-1)
         t_mat = torch.matmul(g.transpose(2, 3), env) / self.sel_init
         desc = torch.matmul(t_mat, t_mat[:, :, : self.init_axis, :].transpose(2, 3))
-        return self.init_out(desc.reshape(nf, nloc, -1))
+        return self.init_out(desc.reshape(nf, nloc, self.init_width))
 
     def forward(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor,
                 mapping: Optional[torch.Tensor], plan: Optional[torch.Tensor]) -> torch.Tensor:
@@ -192,7 +194,8 @@ class Repformers(torch.nn.Module):
             g2 = g2 + layer.pair_update(torch.cat([g2, layer.pair_project(g1.unsqueeze(2) * g1_j)], dim=-1))
             # Rotation-invariant contraction of pair features with directions.
             t_mat = torch.matmul((sw.unsqueeze(-1) * g2).transpose(2, 3), h2) / self.sel  # [nf,nloc,g2,3]
-            invariant = torch.matmul(t_mat, t_mat[:, :, : self.axis, :].transpose(2, 3)).reshape(nf, nloc, -1)
+            invariant = torch.matmul(t_mat, t_mat[:, :, : self.axis, :].transpose(2, 3)).reshape(
+                nf, nloc, self.invariant_width)
             g1 = g1 + layer.node_update(torch.cat([g1, attended, invariant], dim=-1))
         return g1
 

@@ -13,6 +13,7 @@ import unittest
 import torch
 
 from deepmd.models.config import build_model
+from deepmd.models.exchange_plan import encode
 from deepmd.models.model import RegularGraph, WithCommGraph
 from deepmd.models.periodic import extend, random_system
 from deepmd.models.spin import SpinRegularGraph, SpinWithCommGraph
@@ -169,6 +170,31 @@ class FrameAndAtomParametersTest(unittest.TestCase):
         self.assertNotAlmostEqual(other["energy"].item(), ref["energy"].item(), delta=1e-6)
         with self.assertRaisesRegex(RuntimeError, "needs fparam"):
             RegularGraph(copy.deepcopy(model)).forward_lower(*args, s["mapping"], None, aparam, True)
+
+
+class EmptySystemTest(unittest.TestCase):
+    """A rank that owns no atoms still runs its graph (it must take part in every exchange)."""
+
+    def test_no_atoms(self):
+        for name in list(CONFIGS) + ["dpa3_spin"]:
+            cfg = small_config(name) if name in CONFIGS else json.load(open(os.path.join(EXAMPLES, name + ".json")))
+            model = build_model(cfg)
+            coord = torch.zeros(1, 0, 3, dtype=torch.float64)
+            atype = torch.zeros(1, 0, dtype=torch.long)
+            nlist = torch.full((1, 0, 4), -1, dtype=torch.long)
+            plan = encode(0, 0, [[("send", 0, []), ("recv", 0, 0, 0)]])
+            if name == "dpa3_spin":
+                spin = torch.zeros(1, 0, 3, dtype=torch.float64)
+                outs = [SpinRegularGraph(copy.deepcopy(model)).forward_lower(coord, atype, spin, nlist, atype, None, None, True),
+                        SpinWithCommGraph(copy.deepcopy(model)).forward_lower_with_comm(coord, atype, spin, nlist, None, None,
+                                                                                        True, plan)]
+            else:
+                outs = [RegularGraph(copy.deepcopy(model)).forward_lower(coord, atype, nlist, atype, None, None, True),
+                        WithCommGraph(copy.deepcopy(model)).forward_lower_with_comm(coord, atype, nlist, None, None, True,
+                                                                                    plan)]
+            for out in outs:
+                self.assertEqual(out["energy"].item(), 0.0, name)
+                self.assertEqual(tuple(out["force"].shape), (1, 0, 3), name)
 
 
 class InvarianceTest(unittest.TestCase):
