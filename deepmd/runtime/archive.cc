@@ -119,6 +119,8 @@ absl::StatusOr<torch::jit::Module> Archive::LoadGraph(Graph graph) const {
       why += " (the with-comm graph needs the deepmd_comm operators: link //deepmd/ops)";
     }
     return absl::InvalidArgumentError(absl::StrCat("'", name_, "': cannot load ", GraphEntry(graph), ": ", why));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("'", name_, "': cannot load ", GraphEntry(graph), ": ", e.what()));
   }
   if (!module.find_method(GraphMethod(graph))) {
     return absl::InvalidArgumentError(

@@ -157,7 +157,9 @@ absl::Status DeepPot::Impl::Rebuild(const ComputeInput& in) {
         compact[r] = new_row[o];
       }
       mapping = torch::tensor(compact, kI64).reshape({1, nall_real});
-    } else if (m.has_message_passing && nall_real > nloc_real) {
+    } else if (nall_real == nloc_real) {
+      mapping = torch::arange(nall_real, kI64).reshape({1, nall_real});  // no ghosts: every atom is its own
+    } else if (m.has_message_passing) {
       return Invalid(
           "this model passes messages between atoms: on one rank it needs the ghost -> owner mapping or a "
           "single-rank ghost-exchange plan to know which atom each ghost is an image of");
@@ -248,6 +250,8 @@ absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
                                : s.regular.get_method("forward_lower")(inputs);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("model evaluation failed: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {  // TorchScript's own exceptions (JITException) are not c10::Errors
+    return absl::InternalError(absl::StrCat("model evaluation failed: ", e.what()));
   }
   const c10::Dict<c10::IValue, c10::IValue> result = returned.toGenericDict();
   s.last_graph = s.use_with_comm ? "with-comm" : "regular";

@@ -124,6 +124,9 @@ absl::StatusOr<c10::Dict<c10::IValue, c10::IValue>> Evaluate(torch::jit::Module&
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(
         absl::StrCat(deepmd::runtime::GraphMethod(graph), " failed on a generated system: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {  // TorchScript's own exceptions
+    return absl::InvalidArgumentError(
+        absl::StrCat(deepmd::runtime::GraphMethod(graph), " failed on a generated system: ", e.what()));
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "deepmd/ops/plan.h"
 #include "deepmd/runtime/model_deviation.h"
 #include "deepmd/runtime/periodic_images.h"
 #include "deepmd/runtime/standalone.h"
@@ -236,6 +237,37 @@ TEST_F(DeepPotErrorTest, BadInputsAreNamed) {
   in.ago = 3;
   in.nlocal = in_.nlocal - 1;
   EXPECT_THAT(Error(in), HasSubstr("rebuild with ago = 0"));
+}
+
+TEST_F(DeepPotErrorTest, NoAtomsOrOnlyNullAtoms) {
+  for (bool with_comm : {false, true}) {
+    DeepPotOptions options;
+    options.with_comm_on_one_rank = with_comm;
+    std::unique_ptr<DeepPot> pot = *DeepPot::Load(dpa3_->archive, options);
+    // Nothing at all, and three NULL atoms (one owned, two images): both evaluate to nothing.
+    const std::vector<double> coord = {1, 1, 1, 2, 2, 2, 3, 3, 3};
+    const std::vector<int> nulls = {-1, -1, -1};
+    PeriodicImages none = *MakePeriodicImages({}, dpa3_->box, {true, true, true}, 5.0);
+    for (int natoms : {0, 3}) {
+      ComputeInput in;
+      in.coord = absl::MakeConstSpan(coord.data(), 3 * natoms);
+      in.atype = absl::MakeConstSpan(nulls.data(), natoms);
+      in.nlocal = natoms ? 1 : 0;
+      std::vector<int32_t> plan = none.plan;
+      if (natoms) {
+        ops::PlanBuilder builder(ops::kNoCommunicator, 0, 1, 1, 2);
+        builder.BeginStage().Send(0, std::vector<int32_t>{0, 0}).Receive(0, 2, 1);
+        plan = *builder.Build();
+      }
+      in.plan = plan;
+      in.atomic = true;
+      ComputeOutput out;
+      absl::Status s = pot->Compute(in, out);
+      ASSERT_TRUE(s.ok()) << s;
+      EXPECT_EQ(out.energy, 0.0);
+      EXPECT_EQ(out.force, std::vector<double>(3 * natoms, 0.0));
+    }
+  }
 }
 
 TEST_F(DeepPotErrorTest, MissingArchiveAndWrongPlanSize) {
