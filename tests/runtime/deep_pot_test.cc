@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "deepmd/ops/plan.h"
+#include "deepmd/runtime/deep_spin.h"
 #include "deepmd/runtime/model_deviation.h"
 #include "deepmd/runtime/periodic_images.h"
 #include "deepmd/runtime/standalone.h"
@@ -228,6 +229,9 @@ TEST_F(DeepPotErrorTest, BadInputsAreNamed) {
   in.fparam = fparam;
   EXPECT_THAT(Error(in), HasSubstr("fparam has 1 values; the model takes 0"));
   in = in_;
+  in.aparam = fparam;
+  EXPECT_THAT(Error(in), HasSubstr("aparam has 1 values; the model takes 0 per owned atom"));
+  in = in_;
   in.plan = absl::MakeConstSpan(images_.plan.data(), 5);
   EXPECT_THAT(Error(in), HasSubstr("invalid ghost-exchange plan"));
   in = in_;
@@ -386,6 +390,37 @@ TEST_F(StandaloneTest, OpenDirectionEqualsVacuum) {
       Energy(c.coord, c.atype, {c.box[0], 0, 0, 0, c.box[1], 0, 0, 0, c.box[2] + 2 * rc}, {true, true, true});
   EXPECT_NEAR(slab, vacuum, 1e-10 * std::abs(vacuum));
   EXPECT_GT(std::abs(slab - c.energy), 1e-6) << "opening z must matter";
+}
+
+TEST(DeepSpinTest, ChecksTheSpinContract) {
+  const std::vector<Case> cases = LoadCases();
+  const Case* spin_case = nullptr;
+  const Case* plain_case = nullptr;
+  for (const Case& c : cases) {
+    if (c.name == "dpa3_spin-1") spin_case = &c;
+    if (c.name == "dpa3-1") plain_case = &c;
+  }
+  ASSERT_TRUE(spin_case && plain_case);
+  EXPECT_THAT(std::string(DeepSpin::Load(plain_case->archive).status().message()), HasSubstr("is not a spin model"));
+  std::unique_ptr<DeepSpin> spin = *DeepSpin::Load(spin_case->archive);
+  PeriodicImages images = *MakePeriodicImages(spin_case->coord, spin_case->box, {true, true, true}, spin->metadata().rcut);
+  std::vector<int> types;
+  std::vector<double> spins;
+  for (int64_t o : images.owner) {
+    types.push_back(spin_case->atype[o]);
+    for (int d = 0; d < 3; ++d) spins.push_back(spin_case->spin[3 * o + d]);
+  }
+  ComputeInput in;
+  in.coord = images.coord;
+  in.atype = types;
+  in.nlocal = static_cast<int>(images.nloc);
+  in.plan = images.plan;
+  ComputeOutput out;
+  EXPECT_THAT(std::string(spin->Compute(in, out).message()), HasSubstr("needs a spin vector per atom"));
+  in.spin = spins;
+  ASSERT_TRUE(spin->Compute(in, out).ok());
+  EXPECT_NEAR(out.energy, spin_case->energy, 1e-10 * std::abs(spin_case->energy));
+  EXPECT_EQ(out.force_mag.size(), 3 * images.owner.size());
 }
 
 TEST(ComputeDeviationTest, RelativeForceDeviation) {
