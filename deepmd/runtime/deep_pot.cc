@@ -110,7 +110,10 @@ absl::Status DeepPot::Impl::Rebuild(const ComputeInput& in) {
     ConfigureThreads(multi_rank);
     threads_configured = true;
   }
-  use_with_comm = (multi_rank || (options.with_comm_on_one_rank && view)) && m.has_message_passing_across_ranks;
+  // A model that passes messages needs its ghosts' embeddings from their owners: on several ranks only
+  // the with-comm graph can do that (whatever the archive says about crossing ranks).
+  use_with_comm = (multi_rank && m.has_message_passing) ||
+                  (options.with_comm_on_one_rank && view && m.has_message_passing_across_ranks);
   if (use_with_comm && !m.has_comm_artifact && !multi_rank) {
     return absl::FailedPreconditionError(absl::StrCat("'", archive.name(), "' has no with-comm graph to check"));
   }

@@ -1,7 +1,7 @@
 // DeepPot: evaluates a model archive on one rank's extended system (LAMMPS-free; errors as Status).
 //
 // Per call it dispatches, identically on every rank:
-//   - the plan's communicator has several ranks and the model's embeddings cross ranks -> the
+//   - the plan's communicator has several ranks and the model passes messages -> the
 //     with-comm graph (ghost embeddings exchanged before every layer); without it in the archive,
 //     every rank fails with a message saying how to re-export;
 //   - otherwise -> the regular graph, ghosts through the ghost -> owner mapping (given, or derived from

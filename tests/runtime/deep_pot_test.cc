@@ -274,6 +274,25 @@ TEST_F(DeepPotErrorTest, NoAtomsOrOnlyNullAtoms) {
   }
 }
 
+TEST_F(DeepPotErrorTest, ArchiveWithoutWithCommGraphRefusesSeveralRanks) {
+  // The decision needs only the plan's size and the archive, so it is made (and fails) the same way on
+  // every rank before any message is sent: a plan that claims 2 ranks is enough to see it here.
+  std::unique_ptr<DeepPot> pot = *DeepPot::Load(std::string(std::getenv("CASES_DIR")) + "/dpa3_loc.pt2");
+  ops::PlanBuilder builder(/*communicator=*/0, /*rank=*/0, /*size=*/2, in_.nlocal, 0);
+  const std::vector<int32_t> plan = *builder.Build();
+  ComputeInput in = in_;
+  in.coord = absl::MakeConstSpan(images_.coord.data(), 3 * in_.nlocal);
+  in.atype = absl::MakeConstSpan(types_.data(), in_.nlocal);
+  in.plan = plan;
+  ComputeOutput out;
+  const absl::Status status = pot->Compute(in, out);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("cannot run on 2 MPI ranks"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("\"use_loc_mapping\": false"));
+  // On one rank the same archive runs.
+  EXPECT_TRUE(pot->Compute(in_, out).ok());
+}
+
 TEST_F(DeepPotErrorTest, MissingArchiveAndWrongPlanSize) {
   EXPECT_THAT(std::string(DeepPot::Load("/nonexistent.pt2").status().message()), HasSubstr("cannot open"));
   std::vector<int> fewer(types_.begin(), types_.end() - 1);

@@ -56,6 +56,10 @@ def main():
                 case["spin"] = spins.flatten().tolist()
                 case["force_mag"] = fold(out["force_mag"]).flatten().tolist()
             cases.append(case)
+    # DPA3 that can only run on one rank (no with-comm graph).
+    loc = load_config(os.path.join(EXAMPLES, "dpa3.json"))
+    loc["descriptor"]["use_loc_mapping"] = True
+    exporter.export(loc, os.path.join(out_dir, "dpa3_loc.pt2"))
     with open(os.path.join(out_dir, "cases.json"), "w") as f:
         json.dump(cases, f)
     print(f"wrote {len(cases)} cases to {out_dir}")
