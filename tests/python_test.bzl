@@ -11,6 +11,7 @@ def python_test(name, script, data = [], args = [], **kwargs):
         ] + args,
         data = [
             script,
+            "//tests:python_support",
             "//deepmd/models:sources",
             "//deepmd/ops:libdeepmd_comm_ops.so",
             "@debian_python//:python3",

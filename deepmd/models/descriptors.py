@@ -90,7 +90,7 @@ class RepFlows(torch.nn.Module):
 
     def forward(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor,
                 mapping: Optional[torch.Tensor], plan: Optional[torch.Tensor]) -> torch.Tensor:
-        nf, nloc, nall = nlist.shape[0], nlist.shape[1], coord.shape[1]
+        nloc, nall = nlist.shape[1], coord.shape[1]
         index, rij, d = select_neighbors(coord, nlist, nloc, self.e_rcut, self.e_sel)
         mask = (index >= 0).to(coord.dtype)
         sw_e = (smooth_switch(d, self.e_rcut_smth, self.e_rcut) * mask).unsqueeze(-1)

@@ -16,16 +16,21 @@ class MappingGhosts(torch.nn.Module):
         return torch.gather(node, 1, mapping.unsqueeze(-1).expand(-1, -1, node.shape[2]))
 
 
+def _check_exchange(node: torch.Tensor, plan: Optional[torch.Tensor]) -> torch.Tensor:
+    if plan is None:
+        raise RuntimeError("the with-comm graph needs the ghost-exchange plan")
+    if node.shape[0] != 1:
+        raise RuntimeError("the with-comm graph evaluates one frame at a time")
+    return plan
+
+
 class ExchangeGhosts(torch.nn.Module):
     """With-comm graph (several ranks): ghost rows come from their owners through the
     deepmd_comm::exchange_ghosts op, driven by the ghost-exchange plan (one frame)."""
 
     def forward(self, node: torch.Tensor, nall: int, mapping: Optional[torch.Tensor],
                 plan: Optional[torch.Tensor]) -> torch.Tensor:
-        if plan is None:
-            raise RuntimeError("the with-comm graph needs the ghost-exchange plan")
-        if node.shape[0] != 1:
-            raise RuntimeError("the with-comm graph evaluates one frame at a time")
+        plan = _check_exchange(node, plan)
         nloc = node.shape[1]
         padded = torch.nn.functional.pad(node[0], [0, 0, 0, nall - nloc])
         return torch.ops.deepmd_comm.exchange_ghosts(plan, padded).unsqueeze(0)
@@ -38,10 +43,7 @@ class SpinExchangeGhosts(torch.nn.Module):
 
     def forward(self, node: torch.Tensor, nall: int, mapping: Optional[torch.Tensor],
                 plan: Optional[torch.Tensor]) -> torch.Tensor:
-        if plan is None:
-            raise RuntimeError("the with-comm graph needs the ghost-exchange plan")
-        if node.shape[0] != 1:
-            raise RuntimeError("the with-comm graph evaluates one frame at a time")
+        plan = _check_exchange(node, plan)
         nloc, nall_real, width = node.shape[1] // 2, nall // 2, node.shape[2]
         rows = torch.cat([node[0, :nloc], node[0, nloc:]], dim=1)  # [nloc, 2F]
         padded = torch.nn.functional.pad(rows, [0, 0, 0, nall_real - nloc])

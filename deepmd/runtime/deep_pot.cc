@@ -191,9 +191,7 @@ absl::Status DeepPot::Impl::FillStep(const ComputeInput& in) {
   double* c = coord.data_ptr<double>();
   for (int64_t r = 0; r < nall_real; ++r) {
     for (int d = 0; d < 3; ++d) {
-      const double x = in.coord[3 * kept[r] + d];
-      if (!std::isfinite(x)) return Invalid(absl::StrCat("atom ", kept[r], " has a non-finite coordinate"));
-      c[3 * r + d] = x;
+      c[3 * r + d] = in.coord[3 * kept[r] + d];
     }
   }
   if (m.is_spin) {
@@ -229,6 +227,9 @@ absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
     return Invalid(absl::StrCat("coord has ", in.coord.size(), " values for ", n, " atoms (need 3 per atom)"));
   }
   if (in.nlocal < 0 || in.nlocal > n) return Invalid(absl::StrCat("nlocal ", in.nlocal, " is outside [0, ", n, "]"));
+  for (int64_t k = 0; k < 3 * n; ++k) {
+    if (!std::isfinite(in.coord[k])) return Invalid(absl::StrCat("atom ", k / 3, " has a non-finite coordinate"));
+  }
   if (in.ago == 0 || s.nall < 0) {
     if (absl::Status st = s.Rebuild(in); !st.ok()) return st;
   } else if (n != s.nall || in.nlocal != s.nlocal) {

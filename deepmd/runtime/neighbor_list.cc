@@ -38,7 +38,8 @@ void BuildNeighborList(absl::Span<const double> coord, int64_t nloc, double cuto
   std::array<int64_t, 3> ncell;
   for (int d = 0; d < 3; ++d) ncell[d] = std::max<int64_t>(1, static_cast<int64_t>((hi[d] - lo[d]) / cutoff));
   auto cell_of = [&](int64_t i, int d) {
-    return std::min(ncell[d] - 1, static_cast<int64_t>((coord[3 * i + d] - lo[d]) / (hi[d] - lo[d] + 1e-300) * ncell[d]));
+    const double at = (coord[3 * i + d] - lo[d]) / (hi[d] - lo[d] + 1e-300) * ncell[d];
+    return at >= 0 ? std::min(ncell[d] - 1, static_cast<int64_t>(at)) : int64_t{0};  // NaN-safe
   };
   const int64_t total = ncell[0] * ncell[1] * ncell[2];
   std::vector<int64_t> head(total + 1, 0), order(n), cell(n);

@@ -18,7 +18,8 @@ struct NeighborList {
   void ToPadded(int64_t width, int64_t* out) const;
 };
 
-// coord: [n, 3] extended coordinates (the first nloc are local); pairs closer than cutoff, i != j.
+// coord: [n, 3] extended coordinates (the first nloc are local), finite (non-finite ones land in an
+// arbitrary cell); pairs closer than cutoff, i != j.
 // Reuses `list`'s storage (call it once per rebuild).
 void BuildNeighborList(absl::Span<const double> coord, int64_t nloc, double cutoff, NeighborList& list);
 

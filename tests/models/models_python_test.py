@@ -7,10 +7,11 @@ forces and virial. Usage: models_python_test.py OPS_LIBRARY."""
 import copy
 import json
 import os
-import sys
 import unittest
 
 import torch
+
+from tests import unittest_main
 
 from deepmd.models.config import build_model
 from deepmd.models.exchange_plan import encode
@@ -125,7 +126,6 @@ def isolated(model, pos, atype, box=30.0):
 
 
 def cluster(n, seed):
-    g = torch.Generator().manual_seed(seed)
     pos, atype = random_system(n, [5.0, 5.0, 5.0], 2, seed)
     return pos + 12.5, atype
 
@@ -311,11 +311,7 @@ class SpinTest(unittest.TestCase):
 
 
 def main():
-    torch.ops.load_library(sys.argv[1])
-    result = unittest.main(argv=[sys.argv[0]] + sys.argv[2:], exit=False, verbosity=2).result
-    failed = len(result.failures) + len(result.errors)
-    print(f"{result.testsRun - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    unittest_main.run()
 
 
 if __name__ == "__main__":

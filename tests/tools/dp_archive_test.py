@@ -11,6 +11,8 @@ import zipfile
 
 import torch
 
+from tests import unittest_main
+
 import deepmd.tools.export as exporter
 from deepmd.models.config import load_config
 
@@ -129,12 +131,8 @@ class DpArchiveTest(unittest.TestCase):
 
 def main():
     global DP_ARCHIVE
-    torch.ops.load_library(sys.argv[1])
     DP_ARCHIVE = os.path.abspath(sys.argv[2])
-    result = unittest.main(argv=[sys.argv[0]] + sys.argv[3:], exit=False, verbosity=2).result
-    failed = len(result.failures) + len(result.errors)
-    print(f"{result.testsRun - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    unittest_main.run(extra=1)
 
 
 if __name__ == "__main__":

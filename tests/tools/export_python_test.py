@@ -6,12 +6,13 @@ import copy
 import io
 import json
 import os
-import sys
 import tempfile
 import unittest
 import zipfile
 
 import torch
+
+from tests import unittest_main
 
 import deepmd.tools.export as exporter
 from deepmd.models.config import build_model, load_config
@@ -126,11 +127,7 @@ class ExportTest(unittest.TestCase):
 
 
 def main():
-    torch.ops.load_library(sys.argv[1])
-    result = unittest.main(argv=[sys.argv[0]] + sys.argv[2:], exit=False, verbosity=2).result
-    failed = len(result.failures) + len(result.errors)
-    print(f"{result.testsRun - failed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    unittest_main.run()
 
 
 if __name__ == "__main__":
