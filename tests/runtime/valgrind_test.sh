@@ -4,7 +4,8 @@
 set -euo pipefail
 python="$1" library="$2" dp_eval="$3" suppressions="$4"
 root="${TEST_SRCDIR:?run me with bazel test}/${TEST_WORKSPACE:?}"
-if ldd "$dp_eval" | grep -qE 'libasan|libubsan'; then
+deps=$(ldd "$dp_eval")
+if grep -qE 'libasan|libubsan' <<<"$deps"; then
   echo "valgrind cannot run sanitizer builds: this check runs in the default configuration (1 passed, 0 failed)"
   exit 0
 fi
