@@ -19,11 +19,10 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "deepmd/ops/ops.h"
 #include "deepmd/ops/plan.h"
+#include "tests/support/brick.h"
 
 ABSL_FLAG(std::string, grid, "1,1,1", "processor grid px,py,pz (product = number of ranks)");
 ABSL_FLAG(int, atoms, 160, "number of atoms");
@@ -31,101 +30,12 @@ ABSL_FLAG(int, seed, 2024, "random seed (same on every rank)");
 
 namespace {
 
-using Vec3 = std::array<double, 3>;
+using deepmd::testing::Decomposition;
+using deepmd::testing::Ghosts;
+using deepmd::testing::MakeGhosts;
+using deepmd::testing::PlanFor;
+using deepmd::testing::Vec3;
 const Vec3 kBox = {9.0, 8.0, 7.0};
-
-struct Row {
-  int id;
-  Vec3 pos;  // position of this image
-};
-
-struct Decomposition {
-  std::array<int, 3> grid, me;
-  int rank, size;
-  Vec3 lo, hi;
-  int Neighbor(int dim, int dir) const {
-    std::array<int, 3> c = me;
-    c[dim] = (c[dim] + dir + grid[dim]) % grid[dim];
-    return c[0] + grid[0] * (c[1] + grid[1] * c[2]);
-  }
-};
-
-// One rank's rows and the stages that fill its ghosts.
-struct Ghosts {
-  std::vector<Row> rows;
-  int nlocal = 0;
-  struct Stage {
-    int dest, src;
-    std::vector<int32_t> send;
-    int recv_count, first_row;
-  };
-  std::vector<Stage> stages;
-  int multi_hop_rows = 0;  // rows sent in a second or later hop of a dimension
-};
-
-Ghosts MakeGhosts(const Decomposition& dd, const std::vector<Vec3>& atoms, double cutoff, MPI_Comm comm) {
-  Ghosts g;
-  for (int id = 0; id < static_cast<int>(atoms.size()); ++id) {
-    const Vec3& p = atoms[id];
-    bool mine = true;
-    for (int d = 0; d < 3; ++d) mine = mine && p[d] >= dd.lo[d] && p[d] < dd.hi[d];
-    if (mine) g.rows.push_back({id, p});
-  }
-  g.nlocal = static_cast<int>(g.rows.size());
-  for (int d = 0; d < 3; ++d) {
-    const double width = kBox[d] / dd.grid[d];
-    const int hops = static_cast<int>(std::ceil(cutoff / width));
-    const int dim_start = static_cast<int>(g.rows.size());
-    std::array<std::pair<int, int>, 2> previous{};  // rows received in the previous hop, per direction
-    for (int hop = 1; hop <= hops; ++hop) {
-      for (int dir : {-1, +1}) {
-        const int side = dir < 0 ? 0 : 1;
-        const auto [from, to] = hop == 1 ? std::make_pair(0, dim_start) : previous[side];
-        Ghosts::Stage stage;
-        stage.dest = dd.Neighbor(d, dir);
-        stage.src = dd.Neighbor(d, -dir);
-        std::vector<double> out;  // id, x, y, z per row, as the receiver sees it
-        for (int r = from; r < to; ++r) {
-          const Vec3& p = g.rows[r].pos;
-          if (dir < 0 ? p[d] >= dd.lo[d] + cutoff : p[d] < dd.hi[d] - cutoff) continue;
-          stage.send.push_back(r);
-          if (hop > 1) ++g.multi_hop_rows;
-          Vec3 q = p;
-          if (dir < 0 && dd.me[d] == 0) q[d] += kBox[d];                   // crossing the lower boundary
-          if (dir > 0 && dd.me[d] == dd.grid[d] - 1) q[d] -= kBox[d];      // crossing the upper boundary
-          out.insert(out.end(), {static_cast<double>(g.rows[r].id), q[0], q[1], q[2]});
-        }
-        int nsend = static_cast<int>(stage.send.size()), nrecv = 0;
-        MPI_Sendrecv(&nsend, 1, MPI_INT, stage.dest, 1, &nrecv, 1, MPI_INT, stage.src, 1, comm, MPI_STATUS_IGNORE);
-        std::vector<double> in(4 * static_cast<size_t>(nrecv));
-        MPI_Sendrecv(out.data(), 4 * nsend, MPI_DOUBLE, stage.dest, 2, in.data(), 4 * nrecv, MPI_DOUBLE, stage.src, 2,
-                     comm, MPI_STATUS_IGNORE);
-        stage.recv_count = nrecv;
-        stage.first_row = static_cast<int>(g.rows.size());
-        for (int i = 0; i < nrecv; ++i) {
-          g.rows.push_back({static_cast<int>(in[4 * i]), {in[4 * i + 1], in[4 * i + 2], in[4 * i + 3]}});
-        }
-        previous[side] = {stage.first_row, stage.first_row + nrecv};
-        g.stages.push_back(std::move(stage));
-      }
-    }
-  }
-  return g;
-}
-
-std::vector<int32_t> PlanFor(const Decomposition& dd, const Ghosts& g, MPI_Comm comm) {
-  const int nghost = static_cast<int>(g.rows.size()) - g.nlocal;
-  deepmd::ops::PlanBuilder builder(MPI_Comm_c2f(comm), dd.rank, dd.size, g.nlocal, nghost);
-  for (const Ghosts::Stage& s : g.stages) {
-    builder.BeginStage().Send(s.dest, s.send).Receive(s.src, s.recv_count, s.first_row);
-  }
-  absl::StatusOr<std::vector<int32_t>> words = builder.Build();
-  if (!words.ok()) {
-    std::fprintf(stderr, "rank %d: %s\n", dd.rank, std::string(words.status().message()).c_str());
-    MPI_Abort(MPI_COMM_WORLD, 3);
-  }
-  return *words;
-}
 
 double Feature(int id, int k) { return std::sin(0.37 * id + 1.3 * k) + 0.01 * id; }
 double Cotangent(int id, int rank, int row, int k) { return std::cos(0.11 * id + 0.7 * rank + 0.013 * row + k); }
@@ -249,28 +159,9 @@ void CheckErrors(const Decomposition& dd, const Ghosts& g, MPI_Comm comm, Tally&
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   absl::ParseCommandLine(argc, argv);
-  Decomposition dd;
   MPI_Comm comm;
   MPI_Comm_dup(MPI_COMM_WORLD, &comm);  // the ops get a communicator of their own, as in production
-  MPI_Comm_rank(comm, &dd.rank);
-  MPI_Comm_size(comm, &dd.size);
-  std::vector<std::string> parts = absl::StrSplit(absl::GetFlag(FLAGS_grid), ',');
-  for (int d = 0; d < 3; ++d) {
-    if (parts.size() != 3 || !absl::SimpleAtoi(parts[d], &dd.grid[d]) || dd.grid[d] < 1) {
-      if (dd.rank == 0) std::fprintf(stderr, "--grid must be px,py,pz\n");
-      MPI_Abort(MPI_COMM_WORLD, 2);
-    }
-  }
-  if (dd.grid[0] * dd.grid[1] * dd.grid[2] != dd.size) {
-    if (dd.rank == 0) std::fprintf(stderr, "--grid %s needs %d ranks, got %d\n", absl::GetFlag(FLAGS_grid).c_str(),
-                                   dd.grid[0] * dd.grid[1] * dd.grid[2], dd.size);
-    MPI_Abort(MPI_COMM_WORLD, 2);
-  }
-  dd.me = {dd.rank % dd.grid[0], (dd.rank / dd.grid[0]) % dd.grid[1], dd.rank / (dd.grid[0] * dd.grid[1])};
-  for (int d = 0; d < 3; ++d) {
-    dd.lo[d] = kBox[d] * dd.me[d] / dd.grid[d];
-    dd.hi[d] = kBox[d] * (dd.me[d] + 1) / dd.grid[d];
-  }
+  const Decomposition dd = deepmd::testing::Decompose(absl::GetFlag(FLAGS_grid), kBox, comm);
 
   struct Case {
     const char* name;
