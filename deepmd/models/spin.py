@@ -86,6 +86,14 @@ class SpinModel(torch.nn.Module):
         return out
 
 
+def virtual_margin(model: SpinModel, atype: torch.Tensor, spins: torch.Tensor) -> float:
+    """How far beyond rcut a neighbour list must reach so that every virtual atom within rcut of a
+    centre is found through its real atom: the largest virtual_scale[type] * |S|."""
+    if spins.numel() == 0:
+        return 0.0
+    return float((model.virtual_scale[atype] * spins.norm(dim=-1)).max())
+
+
 class SpinRegularGraph(torch.nn.Module):
     """One rank: ghosts (real and virtual) through the mapping. `spin` comes right after `atype`."""
 

@@ -22,6 +22,16 @@ absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError
 
 }  // namespace
 
+double MaxVirtualDisplacement(const ArchiveMetadata& m, absl::Span<const int> atype, absl::Span<const double> spin) {
+  double most = 0;
+  for (size_t i = 0; i < atype.size(); ++i) {
+    if (atype[i] < 0 || !m.use_spin[atype[i]]) continue;
+    const double* s = &spin[3 * i];
+    most = std::max(most, m.virtual_scale[atype[i]] * std::sqrt(s[0] * s[0] + s[1] * s[1] + s[2] * s[2]));
+  }
+  return most;
+}
+
 void ConfigureThreads(bool multi_rank) {
   if (const char* env = std::getenv("DEEPMD_NUM_THREADS"); env != nullptr && std::atoi(env) > 0) {
     at::set_num_threads(std::atoi(env));
@@ -180,7 +190,11 @@ absl::Status DeepPot::Impl::Rebuild(const ComputeInput& in) {
   for (int64_t r = 0; r < nall_real; ++r) {
     for (int d = 0; d < 3; ++d) c[3 * r + d] = in.coord[3 * kept[r] + d];
   }
-  BuildNeighborList(absl::MakeConstSpan(c, 3 * nall_real), nloc_real, m.rcut + options.skin, list);
+  // Spin models see virtual atoms up to virtual_scale * |S| away from their real atoms; the list of
+  // real neighbours must reach that much further so that no virtual neighbour within rcut is missed.
+  double margin = 0;
+  if (m.is_spin && static_cast<int64_t>(in.spin.size()) == 3 * n) margin = MaxVirtualDisplacement(m, in.atype, in.spin);
+  BuildNeighborList(absl::MakeConstSpan(c, 3 * nall_real), nloc_real, m.rcut + options.skin + margin, list);
   nlist = torch::empty({1, nloc_real, std::max<int64_t>(list.max_row(), 1)}, kI64);
   list.ToPadded(nlist.size(2), nlist.data_ptr<int64_t>());
   return absl::OkStatus();

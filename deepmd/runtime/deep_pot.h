@@ -70,6 +70,11 @@ class DeepPot {
   std::unique_ptr<Impl> impl_;
 };
 
+// For spin models: the largest distance between a real atom and its virtual atom (virtual_scale * |S|).
+// Neighbour lists reach this much beyond rcut; on several ranks the ghost shell (rcut + skin) must too.
+double MaxVirtualDisplacement(const ArchiveMetadata& metadata, absl::Span<const int> atype,
+                              absl::Span<const double> spin);
+
 // Threads for LibTorch's intra-op work: 1 per rank when the plan spans several ranks, unless the
 // DEEPMD_NUM_THREADS environment variable says otherwise.
 void ConfigureThreads(bool multi_rank);

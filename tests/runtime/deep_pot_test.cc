@@ -88,7 +88,10 @@ absl::StatusOr<Result> Evaluate(const Case& c, DeepPotOptions options, bool expl
   }
   absl::StatusOr<std::unique_ptr<DeepPot>> pot = DeepPot::Load(c.archive, options);
   if (!pot.ok()) return pot.status();
-  absl::StatusOr<PeriodicImages> images = MakePeriodicImages(coord, c.box, {true, true, true}, (*pot)->metadata().rcut);
+  // Spin models: images reach as far beyond rcut as virtual atoms sit from their real atoms.
+  const ArchiveMetadata& meta = (*pot)->metadata();
+  const double margin = meta.is_spin ? MaxVirtualDisplacement(meta, atype, spin) : 0.0;
+  absl::StatusOr<PeriodicImages> images = MakePeriodicImages(coord, c.box, {true, true, true}, meta.rcut + margin);
   if (!images.ok()) return images.status();
   const int64_t nall = static_cast<int64_t>(images->owner.size());
   std::vector<int> ext_type(nall);
@@ -422,7 +425,9 @@ TEST(DeepSpinTest, ChecksTheSpinContract) {
   ASSERT_TRUE(spin_case && plain_case);
   EXPECT_THAT(std::string(DeepSpin::Load(plain_case->archive).status().message()), HasSubstr("is not a spin model"));
   std::unique_ptr<DeepSpin> spin = *DeepSpin::Load(spin_case->archive);
-  PeriodicImages images = *MakePeriodicImages(spin_case->coord, spin_case->box, {true, true, true}, spin->metadata().rcut);
+  const double margin = MaxVirtualDisplacement(spin->metadata(), spin_case->atype, spin_case->spin);
+  PeriodicImages images =
+      *MakePeriodicImages(spin_case->coord, spin_case->box, {true, true, true}, spin->metadata().rcut + margin);
   std::vector<int> types;
   std::vector<double> spins;
   for (int64_t o : images.owner) {

@@ -12,7 +12,7 @@ import deepmd.tools.export as exporter
 from deepmd.models.config import load_config
 from deepmd.models.model import RegularGraph
 from deepmd.models.periodic import extend, random_system
-from deepmd.models.spin import SpinModel, SpinRegularGraph
+from deepmd.models.spin import SpinModel, SpinRegularGraph, virtual_margin
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deepmd", "models", "examples")
 
@@ -30,11 +30,14 @@ def main():
         for seed, box in ((1, [9.0, 9.5, 10.0]), (2, [4.5, 4.8, 5.2])):  # the second: thinner than the cutoff
             natoms = 60 if box[0] > 8 else 10
             pos, atype = random_system(natoms, box, 2, seed)
-            s = extend(pos, atype, box, model.rcut)
-            args = [s["coord"], s["atype"]]
             spins = None
+            margin = 0.0
             if isinstance(model, SpinModel):
                 spins = torch.randn(natoms, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+                margin = virtual_margin(model, atype, spins)  # complete lists of virtual neighbours
+            s = extend(pos, atype, box, model.rcut + margin)
+            args = [s["coord"], s["atype"]]
+            if spins is not None:
                 args.append(spins[s["mapping"][0]].unsqueeze(0))
                 graph = SpinRegularGraph(model)
             else:

@@ -16,7 +16,7 @@ import deepmd.tools.export as exporter
 from deepmd.models.config import build_model, load_config
 from deepmd.models.model import RegularGraph
 from deepmd.models.periodic import extend, random_system
-from deepmd.models.spin import SpinRegularGraph
+from deepmd.models.spin import SpinRegularGraph, virtual_margin
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deepmd", "models", "examples")
 DP_EVAL = None
@@ -39,7 +39,8 @@ def write_xyz(path, species, pos, box, spins=None):
 
 def eager(config, pos, atype, box, spins=None):
     model = build_model(config)
-    s = extend(pos, atype, box, model.rcut)
+    margin = virtual_margin(model, atype, spins) if spins is not None else 0.0
+    s = extend(pos, atype, box, model.rcut + margin)
     if spins is None:
         out = RegularGraph(model).forward_lower(s["coord"], s["atype"], s["nlist"], s["mapping"], None, None, True)
     else:
