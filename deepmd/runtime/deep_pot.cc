@@ -1,6 +1,7 @@
 #include "deepmd/runtime/deep_pot.h"
 
 #include <ATen/Parallel.h>
+#include <mpi.h>
 #include <torch/script.h>
 
 #include <cmath>
@@ -61,6 +62,7 @@ struct DeepPot::Impl {
 
   absl::Status Rebuild(const ComputeInput& in);
   absl::Status FillStep(const ComputeInput& in);
+  absl::Status Prepare(const ComputeInput& in);  // validation, rebuild when asked, per-step inputs
 };
 
 absl::StatusOr<std::unique_ptr<DeepPot>> DeepPot::Load(const std::string& path, DeepPotOptions options) {
@@ -233,9 +235,7 @@ absl::Status DeepPot::Impl::FillStep(const ComputeInput& in) {
   return absl::OkStatus();
 }
 
-absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
-  Impl& s = *impl_;
-  const ArchiveMetadata& m = s.archive.metadata();
+absl::Status DeepPot::Impl::Prepare(const ComputeInput& in) {
   const int64_t n = static_cast<int64_t>(in.atype.size());
   if (static_cast<int64_t>(in.coord.size()) != 3 * n) {
     return Invalid(absl::StrCat("coord has ", in.coord.size(), " values for ", n, " atoms (need 3 per atom)"));
@@ -244,13 +244,41 @@ absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
   for (int64_t k = 0; k < 3 * n; ++k) {
     if (!std::isfinite(in.coord[k])) return Invalid(absl::StrCat("atom ", k / 3, " has a non-finite coordinate"));
   }
-  if (in.ago == 0 || s.nall < 0) {
-    if (absl::Status st = s.Rebuild(in); !st.ok()) return st;
-  } else if (n != s.nall || in.nlocal != s.nlocal) {
-    return Invalid(absl::StrCat("ago = ", in.ago, " but the system changed from ", s.nlocal, " + ", s.nall - s.nlocal,
+  if (in.ago == 0 || nall < 0) {
+    if (absl::Status st = Rebuild(in); !st.ok()) return st;
+  } else if (n != nall || in.nlocal != nlocal) {
+    return Invalid(absl::StrCat("ago = ", in.ago, " but the system changed from ", nlocal, " + ", nall - nlocal,
                                 " to ", in.nlocal, " + ", n - in.nlocal, " atoms; rebuild with ago = 0"));
   }
-  if (absl::Status st = s.FillStep(in); !st.ok()) return st;
+  return FillStep(in);
+}
+
+absl::Status AgreeAcrossRanks(const absl::Status& local, absl::Span<const int32_t> plan) {
+  absl::StatusOr<ops::PlanView> view = ops::PlanView::Parse(plan);
+  if (!view.ok() || !view->uses_mpi() || view->size() < 2) return local;
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return local;
+  MPI_Comm comm = MPI_Comm_f2c(view->communicator());
+  int failed_rank = local.ok() ? -1 : view->rank(), first_failed = -1;
+  if (MPI_Allreduce(&failed_rank, &first_failed, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS) return local;
+  if (!local.ok() || first_failed < 0) return local;
+  return absl::FailedPreconditionError(absl::StrCat(
+      "rank ", first_failed, " could not evaluate its atoms (its own message says why), so every rank stops "
+      "before the collective ghost exchanges"));
+}
+
+absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
+  Impl& s = *impl_;
+  const ArchiveMetadata& m = s.archive.metadata();
+  const int64_t n = static_cast<int64_t>(in.atype.size());
+  // On several ranks an error found on one rank must stop all of them here: otherwise its peers
+  // would wait forever inside the graph's exchanges.
+  if (absl::Status st = AgreeAcrossRanks(s.Prepare(in), in.plan); !st.ok()) {
+    s.nall = -1;  // the cached topology may be half-built: rebuild on the next call
+    return st;
+  }
 
   std::vector<c10::IValue> inputs = {s.coord, s.atype};
   if (m.is_spin) inputs.push_back(s.spin);

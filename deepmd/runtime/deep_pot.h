@@ -6,6 +6,8 @@
 //     every rank fails with a message saying how to re-export;
 //   - otherwise -> the regular graph, ghosts through the ghost -> owner mapping (given, or derived from
 //     a single-rank plan).
+// On several ranks the ranks agree (one MPI_Allreduce of an int) before the graph runs, so an input
+// error on any rank makes every rank return an error instead of leaving its peers in an exchange.
 // NULL atoms (type -1) are compacted out and the plan remapped; they get zero force. Everything that
 // depends on the topology (compaction, plan, mapping, neighbour list with cutoff rcut + skin) is
 // rebuilt only when `ago == 0`.
@@ -69,6 +71,10 @@ class DeepPot {
   explicit DeepPot(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// `local` on this rank; when the plan spans several ranks, an error on any rank becomes an error on
+// every rank (collective over the plan's communicator; every rank must call it).
+absl::Status AgreeAcrossRanks(const absl::Status& local, absl::Span<const int32_t> plan);
 
 // For spin models: the largest distance between a real atom and its virtual atom (virtual_scale * |S|).
 // Neighbour lists reach this much beyond rcut; on several ranks the ghost shell (rcut + skin) must too.

@@ -182,6 +182,29 @@ int main(int argc, char** argv) {
           if (types[i] < 0) Check(all.force[3 * i] == 0 && all.force[3 * i + 1] == 0, name + ": NULL force", dd.rank);
         }
       }
+      // Bad input on one rank only (a NaN coordinate on the last rank): every rank must get an error,
+      // none may wait forever in an exchange. run_mpi.sh kills a hung job, which fails the test.
+      if (dd.size > 1 && c.null_every == 0 && c.fill_x == 1.0) {
+        std::vector<double> coord;
+        std::vector<int> row_types;
+        for (const auto& row : ghosts.rows) {
+          coord.insert(coord.end(), row.pos.begin(), row.pos.end());
+          row_types.push_back(types[row.id]);
+        }
+        if (dd.rank == dd.size - 1 && !coord.empty()) coord[0] = NAN;
+        std::vector<double> row_spin(coord.size(), 0.1);
+        deepmd::runtime::ComputeInput in;
+        in.coord = coord;
+        in.atype = row_types;
+        in.nlocal = ghosts.nlocal;
+        in.plan = plan;
+        if (meta.is_spin) in.spin = row_spin;
+        deepmd::runtime::ComputeOutput out;
+        const absl::Status status = pot.Compute(in, out);
+        const std::string expected = dd.rank == dd.size - 1 ? "non-finite coordinate" : "could not evaluate its atoms";
+        Check(!status.ok() && std::string(status.message()).find(expected) != std::string::npos,
+              absl::StrCat(archive, ": a NaN on one rank stops every rank; got '", status.message(), "'"), dd.rank);
+      }
       int local = ghosts.nlocal, min_local = 0;
       MPI_Allreduce(&local, &min_local, 1, MPI_INT, MPI_MIN, comm);
       if (dd.rank == 0) {
