@@ -254,14 +254,18 @@ absl::Status DeepPot::Impl::Prepare(const ComputeInput& in) {
 }
 
 absl::Status AgreeAcrossRanks(const absl::Status& local, absl::Span<const int32_t> plan) {
-  absl::StatusOr<ops::PlanView> view = ops::PlanView::Parse(plan);
-  if (!view.ok() || !view->uses_mpi() || view->size() < 2) return local;
+  // Only the header is read (O(1) per step): the communicator, this rank and the size.
+  if (plan.size() < ops::kHeaderWords || plan[ops::kMagic] != ops::kPlanMagic ||
+      plan[ops::kVersion] != ops::kPlanVersion || plan[ops::kCommunicator] == ops::kNoCommunicator ||
+      plan[ops::kSize] < 2) {
+    return local;
+  }
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
   if (!initialized || finalized) return local;
-  MPI_Comm comm = MPI_Comm_f2c(view->communicator());
-  int failed_rank = local.ok() ? -1 : view->rank(), first_failed = -1;
+  MPI_Comm comm = MPI_Comm_f2c(plan[ops::kCommunicator]);
+  int failed_rank = local.ok() ? -1 : plan[ops::kRank], first_failed = -1;
   if (MPI_Allreduce(&failed_rank, &first_failed, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS) return local;
   if (!local.ok() || first_failed < 0) return local;
   return absl::FailedPreconditionError(absl::StrCat(
