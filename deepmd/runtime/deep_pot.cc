@@ -7,7 +7,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <optional>
+#include <string>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "deepmd/ops/plan.h"
 #include "deepmd/runtime/archive.h"
@@ -40,6 +42,8 @@ void ConfigureThreads(bool multi_rank) {
     at::set_num_threads(1);
   }
 }
+
+constexpr char kPeerFailurePayload[] = "deepmd.runtime/peer-failure";
 
 struct DeepPot::Impl {
   Archive archive;
@@ -268,9 +272,18 @@ absl::Status AgreeAcrossRanks(const absl::Status& local, absl::Span<const int32_
   int failed_rank = local.ok() ? -1 : plan[ops::kRank], first_failed = -1;
   if (MPI_Allreduce(&failed_rank, &first_failed, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS) return local;
   if (!local.ok() || first_failed < 0) return local;
-  return absl::FailedPreconditionError(absl::StrCat(
+  absl::Status peer = absl::FailedPreconditionError(absl::StrCat(
       "rank ", first_failed, " could not evaluate its atoms (its own message says why), so every rank stops "
       "before the collective ghost exchanges"));
+  peer.SetPayload(kPeerFailurePayload, absl::Cord(std::to_string(first_failed)));
+  return peer;
+}
+
+bool IsPeerFailure(const absl::Status& status) { return status.GetPayload(kPeerFailurePayload).has_value(); }
+
+void DeepPot::set_skin(double skin) {
+  impl_->options.skin = skin;
+  impl_->nall = -1;
 }
 
 absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {

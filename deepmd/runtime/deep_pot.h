@@ -61,6 +61,9 @@ class DeepPot {
   ~DeepPot();
 
   const ArchiveMetadata& metadata() const;
+  // The neighbour-list skin (MD engines know it only at their init); takes effect at the next call,
+  // which rebuilds the topology.
+  void set_skin(double skin);
   // Which graph the last call ran (for tests and logs): "regular" or "with-comm".
   const char* last_graph() const;
 
@@ -75,6 +78,10 @@ class DeepPot {
 // `local` on this rank; when the plan spans several ranks, an error on any rank becomes an error on
 // every rank (collective over the plan's communicator; every rank must call it).
 absl::Status AgreeAcrossRanks(const absl::Status& local, absl::Span<const int32_t> plan);
+
+// Whether `status` is the error a rank gets because another rank failed (AgreeAcrossRanks), rather
+// than its own: the failing rank's own message is the one worth showing.
+bool IsPeerFailure(const absl::Status& status);
 
 // For spin models: the largest distance between a real atom and its virtual atom (virtual_scale * |S|).
 // Neighbour lists reach this much beyond rcut; on several ranks the ghost shell (rcut + skin) must too.

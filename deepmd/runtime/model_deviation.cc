@@ -25,13 +25,11 @@ Summary Summarise(const std::vector<double>& values) {
 
 }  // namespace
 
-DeviationStats ComputeDeviation(const std::vector<std::vector<double>>& forces,
-                                const std::vector<std::array<double, 9>>& virials, const std::vector<double>& energies,
-                                int natoms, double relative, double relative_v) {
-  DeviationStats stats;
+std::vector<double> AtomForceDeviation(const std::vector<std::vector<double>>& forces, int natoms,
+                                       double relative) {
   const size_t nmodels = forces.size();
-  if (nmodels == 0) return stats;
-  stats.atom_devi_f.assign(natoms, 0.0);
+  std::vector<double> devi(natoms, 0.0);
+  if (nmodels == 0) return devi;
   for (int i = 0; i < natoms; ++i) {
     double mean[3] = {0, 0, 0}, var = 0;
     for (size_t k = 0; k < nmodels; ++k) {
@@ -40,28 +38,52 @@ DeviationStats ComputeDeviation(const std::vector<std::vector<double>>& forces,
     for (size_t k = 0; k < nmodels; ++k) {
       for (int d = 0; d < 3; ++d) var += (forces[k][3 * i + d] - mean[d]) * (forces[k][3 * i + d] - mean[d]) / nmodels;
     }
-    double devi = std::sqrt(var);
-    if (relative >= 0) devi /= std::sqrt(mean[0] * mean[0] + mean[1] * mean[1] + mean[2] * mean[2]) + relative;
-    stats.atom_devi_f[i] = devi;
+    devi[i] = std::sqrt(var);
+    if (relative >= 0) devi[i] /= std::sqrt(mean[0] * mean[0] + mean[1] * mean[1] + mean[2] * mean[2]) + relative;
   }
-  const Summary f = Summarise(stats.atom_devi_f);
-  stats.max_devi_f = f.max, stats.min_devi_f = f.min, stats.avg_devi_f = f.avg;
-  std::vector<double> devi_v(9, 0.0);
+  return devi;
+}
+
+std::array<double, 9> VirialDeviation(const std::vector<std::array<double, 9>>& virials, int natoms,
+                                      double relative_v) {
+  std::array<double, 9> devi{};
+  if (virials.empty()) return devi;
   for (int c = 0; c < 9; ++c) {
     double mean = 0, var = 0;
     for (size_t k = 0; k < virials.size(); ++k) mean += virials[k][c] / virials.size();
     for (size_t k = 0; k < virials.size(); ++k) var += (virials[k][c] - mean) * (virials[k][c] - mean) / virials.size();
-    devi_v[c] = std::sqrt(var);
-    if (relative_v >= 0) devi_v[c] /= std::abs(mean) + relative_v;
-    devi_v[c] /= std::max(natoms, 1);
+    devi[c] = std::sqrt(var);
+    if (relative_v >= 0) devi[c] /= std::abs(mean) + relative_v;
+    devi[c] /= std::max(natoms, 1);
   }
-  const Summary v = Summarise(devi_v);
+  return devi;
+}
+
+double EnergyDeviation(const std::vector<double>& energies, int natoms) {
+  if (energies.empty()) return 0;
+  double mean = 0, var = 0;
+  for (double e : energies) mean += e / energies.size();
+  for (double e : energies) var += (e - mean) * (e - mean) / energies.size();
+  return std::sqrt(var) / std::max(natoms, 1);
+}
+
+DeviationStats ComputeDeviation(const std::vector<std::vector<double>>& forces,
+                                const std::vector<std::array<double, 9>>& virials, const std::vector<double>& energies,
+                                int natoms, double relative, double relative_v) {
+  DeviationStats stats;
+  if (forces.empty()) return stats;
+  stats.atom_devi_f = AtomForceDeviation(forces, natoms, relative);
+  const Summary f = Summarise(stats.atom_devi_f);
+  stats.max_devi_f = f.max, stats.min_devi_f = f.min, stats.avg_devi_f = f.avg;
+  const std::array<double, 9> devi_v = VirialDeviation(virials, natoms, relative_v);
+  const Summary v = Summarise(std::vector<double>(devi_v.begin(), devi_v.end()));
   stats.max_devi_v = v.max, stats.min_devi_v = v.min, stats.avg_devi_v = v.avg;
-  double mean_e = 0, var_e = 0;
-  for (double e : energies) mean_e += e / energies.size();
-  for (double e : energies) var_e += (e - mean_e) * (e - mean_e) / energies.size();
-  stats.devi_e = std::sqrt(var_e) / std::max(natoms, 1);
+  stats.devi_e = EnergyDeviation(energies, natoms);
   return stats;
+}
+
+void ModelDeviation::set_skin(double skin) {
+  for (auto& model : models_) model->set_skin(skin);
 }
 
 absl::StatusOr<std::unique_ptr<ModelDeviation>> ModelDeviation::Load(const std::vector<std::string>& paths,

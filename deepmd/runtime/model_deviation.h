@@ -28,6 +28,14 @@ DeviationStats ComputeDeviation(const std::vector<std::vector<double>>& forces,
                                 const std::vector<std::array<double, 9>>& virials, const std::vector<double>& energies,
                                 int natoms, double relative = -1, double relative_v = -1);
 
+// The pieces of ComputeDeviation, for callers that hold atoms on several ranks (reduce the per-atom
+// values across ranks; pass totals of virials and energies and the total number of atoms).
+std::vector<double> AtomForceDeviation(const std::vector<std::vector<double>>& forces, int natoms,
+                                       double relative = -1);
+std::array<double, 9> VirialDeviation(const std::vector<std::array<double, 9>>& virials, int natoms,
+                                      double relative_v = -1);
+double EnergyDeviation(const std::vector<double>& energies, int natoms);
+
 class ModelDeviation {
  public:
   static absl::StatusOr<std::unique_ptr<ModelDeviation>> Load(const std::vector<std::string>& paths,
@@ -36,6 +44,7 @@ class ModelDeviation {
   absl::Status Compute(const ComputeInput& input, std::vector<ComputeOutput>& outputs);
   size_t size() const { return models_.size(); }
   DeepPot& model(size_t k) { return *models_[k]; }
+  void set_skin(double skin);
 
  private:
   std::vector<std::unique_ptr<DeepPot>> models_;

@@ -1,5 +1,8 @@
 // Debian's LAMMPS 20220106 headers call fmt::make_args_checked, which fmt 9 (Debian's libfmt) removed.
-// This header restores it on top of fmt 9. Include it before any LAMMPS header.
+// This header restores it on top of fmt 9 so that the headers compile. Include it before any LAMMPS
+// header. Call only the std::string overloads of Error::all/one and utils::logmesg: liblammps was
+// built with its bundled fmt (fmt::v7_lmp), so the formatted overloads, instantiated against fmt 9,
+// do not link. Format messages with absl::StrFormat instead.
 #ifndef DEEPMD_THIRD_PARTY_LAMMPS_FMT_COMPAT_H_
 #define DEEPMD_THIRD_PARTY_LAMMPS_FMT_COMPAT_H_
 

@@ -7,9 +7,10 @@
 #include "lammps.h"
 #include "lmptype.h"
 
-// Instantiates Error::all with formatted arguments (never called: it would need a LAMMPS instance).
-[[maybe_unused]] static void Instantiate(LAMMPS_NS::Error* error, int rank, const std::string& name) {
-  error->all(FLERR, "rank {} cannot load {}", rank, name);
+// The overload our code calls (never run: it would need a LAMMPS instance); it must link against
+// liblammps, whose formatted overloads use its bundled fmt and do not.
+[[maybe_unused]] void ReportError(LAMMPS_NS::Error* error, const std::string& message) {
+  error->all(FLERR, message);
 }
 
 int main() {

@@ -1,0 +1,397 @@
+#include "deepmd/lammps/pair_deepmd.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "atom.h"
+#include "comm.h"
+#include "deepmd/lammps/deviation_file.h"
+#include "error.h"
+#include "force.h"
+#include "memory.h"
+#include "neighbor.h"
+#include "update.h"
+
+using deepmd::runtime::ComputeOutput;
+
+namespace LAMMPS_NS {
+namespace {
+
+constexpr int kCentroidAvailable = 1;  // Pair::centroidstressflag: CENTROID_AVAIL (enum not in Debian's headers)
+
+}  // namespace
+
+PairDeepMD::PairDeepMD(LAMMPS* lmp) : Pair(lmp) {
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  no_virial_fdotr_compute = 1;  // the model's virial includes every many-body term
+  centroidstressflag = kCentroidAvailable;
+  comm_forward = 1;  // swap discovery; settings() raises these for spins and model deviation
+  comm_reverse = 1;
+  MPI_Comm_dup(world, &plan_comm_);
+}
+
+PairDeepMD::~PairDeepMD() {
+  if (deviation_file_) fclose(deviation_file_);
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (plan_comm_ != MPI_COMM_NULL && !finalized) MPI_Comm_free(&plan_comm_);
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+  }
+}
+
+const deepmd::runtime::ArchiveMetadata& PairDeepMD::metadata() const { return models_->model(0).metadata(); }
+
+void PairDeepMD::settings(int narg, char** arg) {
+  std::vector<std::string> args(arg, arg + narg);
+  absl::StatusOr<deepmd::lammps::PairStyleOptions> options = deepmd::lammps::ParsePairStyle(args);
+  if (!options.ok()) error->all(FLERR, std::string(options.status().message()));
+  options_ = std::move(*options);
+
+  deepmd::runtime::DeepPotOptions runtime_options;
+  runtime_options.skin = neighbor->skin;
+  absl::StatusOr<std::unique_ptr<deepmd::runtime::ModelDeviation>> models =
+      deepmd::runtime::ModelDeviation::Load(options_.models, runtime_options);
+  if (!models.ok()) error->all(FLERR, absl::StrFormat("pair_style %s: %s", absl::StrCat(force->pair_style), absl::StrCat(std::string(models.status().message()))));
+  models_ = std::move(*models);
+  const auto& m = metadata();
+  if (m.is_spin != spin_style()) {
+    error->all(FLERR, absl::StrFormat("'%s' is %sa spin model: use pair_style %s", absl::StrCat(options_.models[0]), absl::StrCat(m.is_spin ? "" : "not "), absl::StrCat(m.is_spin ? "deepmd/spin" : "deepmd")));
+  }
+  if (static_cast<int>(options_.fparam.size()) != m.dim_fparam) {
+    error->all(FLERR, absl::StrFormat("the model takes %s frame parameters (pair_style ... fparam V1 V2 ...), %s given", absl::StrCat(m.dim_fparam), absl::StrCat(options_.fparam.size())));
+  }
+  if (static_cast<int>(options_.aparam.size()) != m.dim_aparam) {
+    error->all(FLERR, absl::StrFormat("the model takes %s atomic parameters (pair_style ... aparam V1 V2 ...), %s given", absl::StrCat(m.dim_aparam), absl::StrCat(options_.aparam.size())));
+  }
+  const int nmodels = static_cast<int>(models_->size());
+  comm_forward = std::max(1, spin_style() ? 4 : 1);
+  comm_reverse = std::max({1, nmodels > 1 ? 3 * nmodels : 1, spin_style() ? 3 : 1});
+  outputs_.assign(nmodels, ComputeOutput());
+  model_generation_.assign(nmodels, -1);
+  cached_nall_ = -1;
+  if (nmodels > 1) OpenDeviationFile();
+}
+
+void PairDeepMD::OpenDeviationFile() {
+  if (deviation_file_) fclose(deviation_file_);
+  deviation_file_ = nullptr;
+  int opened = 1;
+  if (comm->me == 0) {
+    deviation_file_ = fopen(options_.out_file.c_str(), "w");
+    opened = deviation_file_ != nullptr;
+    if (opened) fputs(deepmd::lammps::DeviationFileHeader().c_str(), deviation_file_);
+  }
+  MPI_Bcast(&opened, 1, MPI_INT, 0, world);
+  if (!opened) error->all(FLERR, absl::StrFormat("cannot open the model deviation file '%s' for writing", absl::StrCat(options_.out_file)));
+}
+
+void PairDeepMD::coeff(int narg, char** arg) {
+  if (!models_) error->all(FLERR, std::string("pair_coeff before pair_style deepmd has loaded a model"));
+  if (narg < 2 || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0) {
+    error->all(FLERR, absl::StrFormat("pair_coeff for %s takes '* *' and one element name (or NULL) per atom type", absl::StrCat(force->pair_style)));
+  }
+  std::vector<std::string> names(arg + 2, arg + narg);
+  absl::StatusOr<std::vector<int>> types = deepmd::lammps::MapTypes(names, metadata().type_map, atom->ntypes);
+  if (!types.ok()) error->all(FLERR, std::string(types.status().message()));
+  model_type_ = std::move(*types);
+
+  if (!allocated) {
+    allocated = 1;
+    const int n = atom->ntypes;
+    memory->create(setflag, n + 1, n + 1, "pair:setflag");
+    memory->create(cutsq, n + 1, n + 1, "pair:cutsq");
+  }
+  for (int i = 1; i <= atom->ntypes; ++i) {
+    for (int j = i; j <= atom->ntypes; ++j) setflag[i][j] = 1;
+  }
+  cached_nall_ = -1;
+}
+
+void PairDeepMD::init_style() {
+  const char* style = force->pair_style;
+  if (force->newton_pair == 0) {
+    error->all(FLERR, absl::StrFormat("pair_style %s needs 'newton on' (newton pair on): forces on ghost atoms are sent home by LAMMPS's "
+               "reverse communication. Remove 'newton off' from the input", absl::StrCat(style)));
+  }
+  if (strcmp(update->unit_style, "metal") != 0) {
+    error->all(FLERR, absl::StrFormat("pair_style %s needs 'units metal' (Å, eV, ps), the units of deepmd models; the input uses '%s'", absl::StrCat(style), absl::StrCat(update->unit_style)));
+  }
+  if (comm->style != 0) {
+    error->all(FLERR, absl::StrFormat("pair_style %s supports 'comm_style brick' only (the ghost swaps of 'comm_style tiled' are not "
+               "supported yet): use comm_style brick", absl::StrCat(style)));
+  }
+  for (size_t k = 0; k < models_->size(); ++k) {
+    const auto& m = models_->model(k).metadata();
+    if (comm->nprocs > 1 && m.has_message_passing_across_ranks && !m.has_comm_artifact) {
+      error->all(FLERR, absl::StrFormat("'%s' passes messages between atoms across subdomains but has no with-comm graph, which %s ranks "
+                 "need. Re-export it with deepmd/tools export (it writes both graphs), or run on 1 rank", absl::StrCat(options_.models[k]), absl::StrCat(comm->nprocs)));
+    }
+  }
+  models_->set_skin(neighbor->skin);
+  model_generation_.assign(models_->size(), -1);
+  cached_nall_ = -1;
+  // No LAMMPS neighbour list is requested: the runtime builds its own at every rebuild.
+}
+
+double PairDeepMD::init_one(int i, int j) {
+  cutsq[i][j] = cutsq[j][i] = metadata().rcut * metadata().rcut;
+  return metadata().rcut;
+}
+
+void PairDeepMD::RebuildTopology() {
+  const int nlocal = atom->nlocal, nghost = atom->nghost, nall = nlocal + nghost;
+  comm_mode_ = CommMode::kDiscoverSwaps;
+  swaps_.BeginForward();
+  comm->forward_comm_pair(this);
+  swaps_.BeginReverse();
+  comm->reverse_comm_pair(this);
+  comm_mode_ = CommMode::kNone;
+  absl::StatusOr<std::vector<int32_t>> plan =
+      swaps_.BuildPlan(MPI_Comm_c2f(plan_comm_), comm->me, comm->nprocs, nlocal, nghost);
+  StopIfAnyRankFailed(plan.status(), /*agreed=*/false);
+  plan_ = std::move(*plan);
+
+  atype_.resize(nall);
+  const int* type = atom->type;
+  for (int i = 0; i < nall; ++i) atype_[i] = model_type_[type[i]];
+  const int dim_aparam = metadata().dim_aparam;
+  aparam_.resize(static_cast<size_t>(nlocal) * dim_aparam);
+  for (int i = 0; i < nlocal; ++i) std::copy(options_.aparam.begin(), options_.aparam.end(), &aparam_[i * dim_aparam]);
+
+  input_.atype = atype_;
+  input_.plan = plan_;
+  input_.aparam = aparam_;
+  input_.fparam = options_.fparam;
+  CheckTopology();
+  cached_nall_ = nall;
+  ++topology_generation_;
+}
+
+void PairDeepMD::compute(int eflag, int vflag) {
+  ev_init(eflag, vflag);
+  const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  GatherSpins(nall);
+  if (neighbor->ago == 0 || nall != cached_nall_) RebuildTopology();
+  input_.coord = absl::MakeConstSpan(nall > 0 ? atom->x[0] : nullptr, 3 * static_cast<size_t>(nall));
+  input_.nlocal = nlocal;
+  input_.atomic = eflag_atom || vflag_atom || cvflag_atom;
+  const bool deviation_step = models_->size() > 1 && update->ntimestep % options_.out_freq == 0;
+  RunModels(deviation_step);
+  AccumulateOutputs(outputs_[0]);
+  ScatterMagneticForces(outputs_[0]);
+  if (deviation_step) WriteDeviation();
+}
+
+void PairDeepMD::RunModels(bool deviation_step) {
+  const size_t nmodels = deviation_step ? models_->size() : 1;
+  absl::Status status;
+  for (size_t k = 0; k < nmodels && status.ok(); ++k) {
+    // A model that skipped steps since the last rebuild has an older topology cached: rebuild it.
+    input_.ago = model_generation_[k] == topology_generation_ ? 1 : 0;
+    status = models_->model(k).Compute(input_, outputs_[k]);
+    if (status.ok()) model_generation_[k] = topology_generation_;
+  }
+  StopIfAnyRankFailed(status, /*agreed=*/true);
+}
+
+void PairDeepMD::AccumulateOutputs(const ComputeOutput& out) {
+  const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  double** f = atom->f;
+  for (int i = 0; i < nall; ++i) {
+    for (int d = 0; d < 3; ++d) f[i][d] += out.force[3 * i + d];
+  }
+  if (eflag_global) eng_vdwl += out.energy;
+  // The runtime's 3x3 tensors are row-major with [a][b] = F_a r_b; LAMMPS's xy is r_x F_y = [y][x].
+  constexpr int kVoigt[6] = {0, 4, 8, 3, 6, 7};                 // xx yy zz xy xz yz
+  constexpr int kCentroid[9] = {0, 4, 8, 3, 6, 7, 1, 2, 5};     // ... then yx zx zy
+  if (vflag_global) {
+    for (int c = 0; c < 6; ++c) virial[c] += out.virial[kVoigt[c]];
+  }
+  if (eflag_atom) {
+    for (int i = 0; i < nlocal; ++i) eatom[i] += out.atom_energy[i];
+  }
+  if (vflag_atom) {
+    for (int i = 0; i < nall; ++i) {
+      for (int c = 0; c < 6; ++c) vatom[i][c] += out.atom_virial[9 * i + kVoigt[c]];
+    }
+  }
+  if (cvflag_atom) {
+    for (int i = 0; i < nall; ++i) {
+      for (int c = 0; c < 9; ++c) cvatom[i][c] += out.atom_virial[9 * i + kCentroid[c]];
+    }
+  }
+}
+
+void PairDeepMD::WriteDeviation() {
+  const int nlocal = atom->nlocal;
+  const size_t nmodels = models_->size();
+  // Ghost forces folded onto their owners, for every model (LAMMPS's own reverse pattern).
+  folded_forces_.resize(nmodels);
+  for (size_t k = 0; k < nmodels; ++k) folded_forces_[k] = outputs_[k].force;
+  comm_mode_ = CommMode::kFoldModelForces;
+  comm->reverse_comm_pair(this);
+  comm_mode_ = CommMode::kNone;
+
+  // Per-atom deviation of this rank's atoms of the model (NULL atoms are left out of the statistics).
+  std::vector<int> rows;
+  for (int i = 0; i < nlocal; ++i) {
+    if (atype_[i] >= 0) rows.push_back(i);
+  }
+  std::vector<std::vector<double>> forces(nmodels, std::vector<double>(3 * rows.size()));
+  for (size_t k = 0; k < nmodels; ++k) {
+    for (size_t r = 0; r < rows.size(); ++r) {
+      for (int d = 0; d < 3; ++d) forces[k][3 * r + d] = folded_forces_[k][3 * rows[r] + d];
+    }
+  }
+  const std::vector<double> devi =
+      deepmd::runtime::AtomForceDeviation(forces, static_cast<int>(rows.size()), options_.relative);
+  double local_max = 0, local_min = std::numeric_limits<double>::infinity(), local_sum = 0;
+  for (double d : devi) local_max = std::max(local_max, d), local_min = std::min(local_min, d), local_sum += d;
+  double sums[2] = {local_sum, static_cast<double>(rows.size())}, totals[2];
+  deepmd::runtime::DeviationStats stats;
+  MPI_Allreduce(&local_max, &stats.max_devi_f, 1, MPI_DOUBLE, MPI_MAX, world);
+  MPI_Allreduce(&local_min, &stats.min_devi_f, 1, MPI_DOUBLE, MPI_MIN, world);
+  MPI_Allreduce(sums, totals, 2, MPI_DOUBLE, MPI_SUM, world);
+  const int natoms = static_cast<int>(totals[1]);
+  if (natoms == 0) stats.min_devi_f = 0;
+  stats.avg_devi_f = natoms > 0 ? totals[0] / natoms : 0;
+
+  std::vector<std::array<double, 9>> virials(nmodels);
+  std::vector<double> energies(nmodels);
+  for (size_t k = 0; k < nmodels; ++k) {
+    MPI_Allreduce(outputs_[k].virial.data(), virials[k].data(), 9, MPI_DOUBLE, MPI_SUM, world);
+    MPI_Allreduce(&outputs_[k].energy, &energies[k], 1, MPI_DOUBLE, MPI_SUM, world);
+  }
+  const std::array<double, 9> devi_v = deepmd::runtime::VirialDeviation(virials, natoms, options_.relative_v);
+  stats.max_devi_v = *std::max_element(devi_v.begin(), devi_v.end());
+  stats.min_devi_v = *std::min_element(devi_v.begin(), devi_v.end());
+  for (double d : devi_v) stats.avg_devi_v += d / 9;
+  stats.devi_e = deepmd::runtime::EnergyDeviation(energies, natoms);
+
+  if (options_.atomic) {
+    // Every atom's deviation (0 for NULL atoms), gathered on rank 0 in atom id order.
+    std::vector<double> mine(2 * nlocal, 0.0);
+    for (int i = 0; i < nlocal; ++i) mine[2 * i] = atom->tag[i];
+    for (size_t r = 0; r < rows.size(); ++r) mine[2 * rows[r] + 1] = devi[r];
+    const int count = 2 * nlocal;
+    std::vector<int> counts(comm->nprocs), offsets(comm->nprocs);
+    MPI_Gather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, world);
+    std::vector<double> all;
+    if (comm->me == 0) {
+      int total = 0;
+      for (int p = 0; p < comm->nprocs; ++p) offsets[p] = total, total += counts[p];
+      all.resize(total);
+    }
+    MPI_Gatherv(mine.data(), count, MPI_DOUBLE, all.data(), counts.data(), offsets.data(), MPI_DOUBLE, 0, world);
+    if (comm->me == 0) {
+      std::vector<std::pair<double, double>> by_tag(all.size() / 2);
+      for (size_t a = 0; a < by_tag.size(); ++a) by_tag[a] = {all[2 * a], all[2 * a + 1]};
+      std::sort(by_tag.begin(), by_tag.end());
+      stats.atom_devi_f.resize(by_tag.size());
+      for (size_t a = 0; a < by_tag.size(); ++a) stats.atom_devi_f[a] = by_tag[a].second;
+    }
+  }
+  if (comm->me == 0 && deviation_file_) {
+    fputs(deepmd::lammps::DeviationFileLine(update->ntimestep, stats, options_.atomic).c_str(), deviation_file_);
+    fflush(deviation_file_);
+  }
+}
+
+void PairDeepMD::StopIfAnyRankFailed(const absl::Status& status, bool agreed) {
+  // Statuses the runtime returns are already agreed: if this rank is fine, so is every rank.
+  if (agreed && status.ok()) return;
+  const bool own_failure = !status.ok() && !deepmd::runtime::IsPeerFailure(status);
+  int mine = own_failure ? comm->me : INT_MAX, first = INT_MAX;
+  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, world);
+  if (first == INT_MAX) {
+    if (status.ok()) return;
+    error->all(FLERR, absl::StrFormat("pair_style %s: %s", absl::StrCat(force->pair_style), absl::StrCat(std::string(status.message()))));
+  }
+  std::string message = comm->me == first ? std::string(status.message()) : std::string();
+  int length = static_cast<int>(message.size());
+  MPI_Bcast(&length, 1, MPI_INT, first, world);
+  message.resize(length);
+  MPI_Bcast(message.data(), length, MPI_CHAR, first, world);
+  error->all(FLERR, absl::StrFormat("pair_style %s on rank %s: %s", absl::StrCat(force->pair_style), absl::StrCat(first), absl::StrCat(message)));
+}
+
+int PairDeepMD::pack_forward_comm(int n, int* list, double* buf, int /*pbc_flag*/, int* /*pbc*/) {
+  switch (comm_mode_) {
+    case CommMode::kDiscoverSwaps:
+      swaps_.PackForward(n, list, comm->me, buf);
+      return n;
+    case CommMode::kSpins:
+      return SpinPackForward(n, list, buf);
+    default:
+      return 0;
+  }
+}
+
+void PairDeepMD::unpack_forward_comm(int n, int first, double* buf) {
+  switch (comm_mode_) {
+    case CommMode::kDiscoverSwaps:
+      swaps_.UnpackForward(n, first, buf);
+      break;
+    case CommMode::kSpins:
+      SpinUnpackForward(n, first, buf);
+      break;
+    default:
+      break;
+  }
+}
+
+int PairDeepMD::pack_reverse_comm(int n, int first, double* buf) {
+  switch (comm_mode_) {
+    case CommMode::kDiscoverSwaps:
+      swaps_.PackReverse(n, comm->me, buf);
+      return n;
+    case CommMode::kFoldModelForces: {
+      int m = 0;
+      for (int i = first; i < first + n; ++i) {
+        for (const auto& f : folded_forces_) {
+          for (int d = 0; d < 3; ++d) buf[m++] = f[3 * i + d];
+        }
+      }
+      return m;
+    }
+    case CommMode::kFoldMagneticForces:
+      return SpinPackReverse(n, first, buf);
+    default:
+      return 0;
+  }
+}
+
+void PairDeepMD::unpack_reverse_comm(int n, int* list, double* buf) {
+  switch (comm_mode_) {
+    case CommMode::kDiscoverSwaps:
+      swaps_.UnpackReverse(n, buf);
+      break;
+    case CommMode::kFoldModelForces: {
+      int m = 0;
+      for (int j = 0; j < n; ++j) {
+        for (auto& f : folded_forces_) {
+          for (int d = 0; d < 3; ++d) f[3 * list[j] + d] += buf[m++];
+        }
+      }
+      break;
+    }
+    case CommMode::kFoldMagneticForces:
+      SpinUnpackReverse(n, list, buf);
+      break;
+    default:
+      break;
+  }
+}
+
+}  // namespace LAMMPS_NS

@@ -1,0 +1,98 @@
+// pair_style deepmd: a deepmd/runtime model archive as a LAMMPS pair style, on any number of ranks.
+//
+//   pair_style deepmd MODEL.pt2 [MODEL2.pt2 ...] [out_freq N] [out_file FILE] [atomic]
+//                     [relative X] [relative_v X] [fparam V ...] [aparam V ...]
+//   pair_coeff * * O H NULL
+//
+// At every neighbour-list rebuild the style learns LAMMPS's ghost swaps through the public pair comm
+// hooks (SwapPattern) and hands them to the runtime as an exchange plan; the runtime builds its own
+// neighbour list (cutoff rcut + skin) and picks the graph. Forces go onto all owned and ghost atoms;
+// LAMMPS's reverse communication takes ghost forces home (newton pair on).
+#ifndef DEEPMD_LAMMPS_PAIR_DEEPMD_H_
+#define DEEPMD_LAMMPS_PAIR_DEEPMD_H_
+
+#include "third_party/lammps/fmt_compat.h"  // before any LAMMPS header
+
+#include <mpi.h>
+
+#include <cstdio>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "deepmd/lammps/pair_options.h"
+#include "deepmd/lammps/swap_pattern.h"
+#include "deepmd/runtime/deep_pot.h"
+#include "deepmd/runtime/model_deviation.h"
+#include "pair.h"
+
+namespace LAMMPS_NS {
+
+class PairDeepMD : public Pair {
+ public:
+  explicit PairDeepMD(LAMMPS* lmp);
+  ~PairDeepMD() override;
+
+  void settings(int narg, char** arg) override;
+  void coeff(int narg, char** arg) override;
+  void init_style() override;
+  double init_one(int i, int j) override;
+  void compute(int eflag, int vflag) override;
+
+  int pack_forward_comm(int n, int* list, double* buf, int pbc_flag, int* pbc) override;
+  void unpack_forward_comm(int n, int first, double* buf) override;
+  int pack_reverse_comm(int n, int first, double* buf) override;
+  void unpack_reverse_comm(int n, int* list, double* buf) override;
+
+ protected:
+  // What the pair comm hooks currently carry.
+  enum class CommMode { kNone, kDiscoverSwaps, kSpins, kFoldModelForces, kFoldMagneticForces };
+
+  // Spin styles fill input_.spin before the models run and take force_mag afterwards.
+  virtual bool spin_style() const { return false; }
+  virtual void GatherSpins(int /*nall*/) {}
+  virtual void ScatterMagneticForces(const deepmd::runtime::ComputeOutput& /*output*/) {}
+  virtual int SpinPackForward(int /*n*/, const int* /*list*/, double* /*buf*/) { return 0; }
+  virtual void SpinUnpackForward(int /*n*/, int /*first*/, const double* /*buf*/) {}
+  virtual int SpinPackReverse(int /*n*/, int /*first*/, double* /*buf*/) { return 0; }
+  virtual void SpinUnpackReverse(int /*n*/, const int* /*list*/, const double* /*buf*/) {}
+
+  // At every rebuild, after the types are known (spin styles check the ghost cutoff).
+  virtual void CheckTopology() {}
+
+  // Every rank calls this with its own status; if any failed, every rank stops with the message of the
+  // first rank that failed itself (not a peer's "another rank failed"). `agreed`: the statuses are
+  // already the same on every rank (the runtime's), so success needs no communication.
+  void StopIfAnyRankFailed(const absl::Status& status, bool agreed);
+
+  const deepmd::runtime::ArchiveMetadata& metadata() const;
+
+  deepmd::lammps::PairStyleOptions options_;
+  std::unique_ptr<deepmd::runtime::ModelDeviation> models_;
+  std::vector<int> model_type_;  // LAMMPS type -> model type, -1 = NULL
+  std::vector<int> atype_;       // per extended atom, set at rebuilds
+  CommMode comm_mode_ = CommMode::kNone;
+  deepmd::runtime::ComputeInput input_;
+
+ private:
+  void RebuildTopology();
+  void RunModels(bool deviation_step);
+  void AccumulateOutputs(const deepmd::runtime::ComputeOutput& out);
+  void WriteDeviation();
+  void OpenDeviationFile();
+
+  MPI_Comm plan_comm_ = MPI_COMM_NULL;  // a duplicate of world: the exchanges never meet LAMMPS's messages
+  deepmd::lammps::SwapPattern swaps_;
+  std::vector<int32_t> plan_;
+  std::vector<double> aparam_;
+  int cached_nall_ = -1;
+  long topology_generation_ = 0;
+  std::vector<long> model_generation_;  // the topology each model last saw
+  std::vector<deepmd::runtime::ComputeOutput> outputs_;
+  std::vector<std::vector<double>> folded_forces_;  // per model, [nall, 3], for the deviation
+  FILE* deviation_file_ = nullptr;
+};
+
+}  // namespace LAMMPS_NS
+
+#endif  // DEEPMD_LAMMPS_PAIR_DEEPMD_H_
