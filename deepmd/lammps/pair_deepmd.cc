@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <string>
 #include <utility>
@@ -57,6 +58,13 @@ void PairDeepMD::settings(int narg, char** arg) {
   absl::StatusOr<deepmd::lammps::PairStyleOptions> options = deepmd::lammps::ParsePairStyle(args);
   if (!options.ok()) error->all(FLERR, std::string(options.status().message()));
   options_ = std::move(*options);
+  for (const std::string& path : options_.models) {
+    if (!std::ifstream(path).good()) {
+      error->all(FLERR, absl::StrCat("pair_style ", force->pair_style, ": '", path,
+                                     "' is neither a readable model archive nor a keyword (keywords: ",
+                                     deepmd::lammps::PairStyleKeywords(), ")"));
+    }
+  }
 
   deepmd::runtime::DeepPotOptions runtime_options;
   runtime_options.skin = neighbor->skin;
@@ -132,11 +140,8 @@ void PairDeepMD::init_style() {
                "supported yet): use comm_style brick", absl::StrCat(style)));
   }
   for (size_t k = 0; k < models_->size(); ++k) {
-    const auto& m = models_->model(k).metadata();
-    if (comm->nprocs > 1 && m.has_message_passing_across_ranks && !m.has_comm_artifact) {
-      error->all(FLERR, absl::StrFormat("'%s' passes messages between atoms across subdomains but has no with-comm graph, which %s ranks "
-                 "need. Re-export it with deepmd/tools export (it writes both graphs), or run on 1 rank", absl::StrCat(options_.models[k]), absl::StrCat(comm->nprocs)));
-    }
+    absl::Status runs = deepmd::runtime::CheckRunsOnRanks(models_->model(k).metadata(), options_.models[k], comm->nprocs);
+    if (!runs.ok()) error->all(FLERR, absl::StrCat("pair_style ", style, ": ", runs.message()));
   }
   models_->set_skin(neighbor->skin);
   model_generation_.assign(models_->size(), -1);

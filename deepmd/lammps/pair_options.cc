@@ -32,6 +32,8 @@ absl::StatusOr<double> Number(const std::string& keyword, const std::string& tex
 
 }  // namespace
 
+std::string PairStyleKeywords() { return absl::StrJoin(kKeywords, " "); }
+
 absl::StatusOr<PairStyleOptions> ParsePairStyle(absl::Span<const std::string> args) {
   PairStyleOptions o;
   size_t i = 0;
@@ -74,7 +76,7 @@ absl::StatusOr<PairStyleOptions> ParsePairStyle(absl::Span<const std::string> ar
       }
     } else {
       return absl::InvalidArgumentError(absl::StrCat("pair_style deepmd: unknown keyword '", key,
-                                                     "' (known: ", absl::StrJoin(kKeywords, " "), ")"));
+                                                     "' (known: ", PairStyleKeywords(), ")"));
     }
   }
   return o;

@@ -25,6 +25,8 @@ struct PairStyleOptions {
 };
 
 absl::StatusOr<PairStyleOptions> ParsePairStyle(absl::Span<const std::string> args);
+// The keywords, space-separated (for messages).
+std::string PairStyleKeywords();
 
 // LAMMPS type t (1-based) -> the model's type index, or -1 for NULL. `names` holds one name per LAMMPS
 // type (pair_coeff's arguments after "* *"); every name must be NULL or an element of `type_map`.

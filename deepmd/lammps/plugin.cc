@@ -9,8 +9,9 @@
 
 namespace {
 
-// The LAMMPS release whose headers this plugin is compiled against (Debian's liblammps-dev).
-constexpr const char* kLammpsVersion = "7 Jan 2022";
+// The LAMMPS release whose headers this plugin is compiled against (Debian's liblammps-dev 20220106
+// packages LAMMPS 29 Sep 2021, update 2); LAMMPS warns when it loads a plugin built for another.
+constexpr const char* kLammpsVersion = "29 Sep 2021";
 
 void* CreatePairDeepMD(void* lmp) { return new LAMMPS_NS::PairDeepMD(static_cast<LAMMPS_NS::LAMMPS*>(lmp)); }
 void* CreatePairDeepSpin(void* lmp) { return new LAMMPS_NS::PairDeepSpin(static_cast<LAMMPS_NS::LAMMPS*>(lmp)); }

@@ -133,11 +133,8 @@ absl::Status DeepPot::Impl::Rebuild(const ComputeInput& in) {
   if (use_with_comm && !m.has_comm_artifact && !multi_rank) {
     return absl::FailedPreconditionError(absl::StrCat("'", archive.name(), "' has no with-comm graph to check"));
   }
-  if (use_with_comm && !m.has_comm_artifact) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "'", archive.name(), "' passes messages between atoms but has no with-comm graph, so it cannot run on ",
-        view->size(), " MPI ranks. Re-export it with the with-comm graph (for DPA3: \"use_loc_mapping\": false), ",
-        "or run on one rank."));
+  if (multi_rank) {
+    if (absl::Status st = CheckRunsOnRanks(m, archive.name(), view->size()); !st.ok()) return st;
   }
   if (use_with_comm && !with_comm) {
     absl::StatusOr<torch::jit::Module> graph = archive.LoadGraph(Graph::kWithComm);
@@ -277,6 +274,14 @@ absl::Status AgreeAcrossRanks(const absl::Status& local, absl::Span<const int32_
       "before the collective ghost exchanges"));
   peer.SetPayload(kPeerFailurePayload, absl::Cord(std::to_string(first_failed)));
   return peer;
+}
+
+absl::Status CheckRunsOnRanks(const ArchiveMetadata& m, const std::string& name, int nranks) {
+  if (nranks <= 1 || !m.has_message_passing || m.has_comm_artifact) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "'", name, "' passes messages between atoms but has no with-comm graph, so it cannot run on ", nranks,
+      " MPI ranks. Re-export it with the with-comm graph (for DPA3: \"use_loc_mapping\": false), or run on one "
+      "rank."));
 }
 
 bool IsPeerFailure(const absl::Status& status) { return status.GetPayload(kPeerFailurePayload).has_value(); }

@@ -79,6 +79,9 @@ class DeepPot {
 // every rank (collective over the plan's communicator; every rank must call it).
 absl::Status AgreeAcrossRanks(const absl::Status& local, absl::Span<const int32_t> plan);
 
+// Whether the model can run on `nranks` ranks: one that passes messages needs its with-comm graph there.
+absl::Status CheckRunsOnRanks(const ArchiveMetadata& metadata, const std::string& name, int nranks);
+
 // Whether `status` is the error a rank gets because another rank failed (AgreeAcrossRanks), rather
 // than its own: the failing rank's own message is the one worth showing.
 bool IsPeerFailure(const absl::Status& status);

@@ -116,7 +116,9 @@ class Case:
         two = self.lammps.run("devi_2", 2, system, script("2 1 1"))
         table_one = np.loadtxt(os.path.join(one.directory, "devi.out"))
         table_two = np.loadtxt(os.path.join(two.directory, "devi.out"))
-        assert table_one.shape == (3, 8 + 90), table_one.shape  # steps 0, 2, 4; 8 columns + every atom
+        # Steps 0 (run 0), 0 (the next run's setup), 2, 4; 8 columns, then every atom's deviation.
+        assert table_one.shape == (4, 8 + 90), table_one.shape
+        assert list(table_one[:, 0]) == [0, 0, 2, 4], table_one[:, 0]
         np.testing.assert_allclose(table_two, table_one, rtol=0, atol=1e-10)
         with open(os.path.join(one.directory, "devi.out")) as f:
             header = f.readline().split()
@@ -170,13 +172,13 @@ class Case:
              "needs 'newton on'"),
             ("units_real", 2, harness.lammps_input(dpa3, grid="2 1 1").replace("units metal", "units real"),
              "needs 'units metal'"),
-            ("unknown_element", 2, harness.lammps_input(self.model("dpa3", "O C")), "element 'C' (atom type 2)"),
+            ("unknown_element", 2, harness.lammps_input(self.model("dpa3", "O C"), grid="2 1 1"), "element 'C' (atom type 2)"),
             ("tiled", 2, harness.lammps_input(dpa3, grid="2 1 1").replace("read_data", "comm_style tiled\nread_data"),
              "comm_style brick"),
-            ("missing_spins", 2, harness.lammps_input(self.model("dpa3_spin", "Ni O")).replace(
+            ("missing_spins", 2, harness.lammps_input(self.model("dpa3_spin", "Ni O"), grid="2 1 1").replace(
                 "pair_style deepmd ", "pair_style deepmd/spin "), "d2_sp 4 ghost yes"),
             ("bad_keyword", 2, harness.lammps_input(dpa3, grid="2 1 1").replace("dpa3.pt2", "dpa3.pt2 out_freqq 3"),
-             "unknown keyword 'out_freqq'"),
+             "'out_freqq' is neither"),
             ("missing_archive", 4, harness.lammps_input(dpa3, grid="2 2 1").replace("dpa3.pt2", "missing.pt2"),
              "missing.pt2"),
         ]
