@@ -5,6 +5,7 @@ read from dumps (sorted by atom id) and thermo output, compared with tolerances 
 """
 import dataclasses
 import os
+import shutil
 import subprocess
 from typing import Dict, List, Optional, Sequence
 
@@ -132,7 +133,10 @@ class Lammps:
         """Runs in its own directory; returns (returncode, output, directory)."""
         directory = os.path.join(self.workdir, name)
         os.makedirs(directory, exist_ok=True)
-        write_data(os.path.join(directory, "data.lmp"), system)
+        if isinstance(system, str):  # a data file LAMMPS wrote
+            shutil.copyfile(system, os.path.join(directory, "data.lmp"))
+        else:
+            write_data(os.path.join(directory, "data.lmp"), system)
         with open(os.path.join(directory, "in.lmp"), "w") as f:
             f.write(script)
         env = dict(os.environ, MPI_TEST_TIMEOUT=str(timeout))
@@ -154,23 +158,28 @@ class Lammps:
                       read_dump(os.path.join(directory, "dump.txt")), output, directory)
 
 
-def read_thermo(path) -> np.ndarray:
-    rows, columns = [], None
+def read_thermo(path, columns_are_virial=True) -> np.ndarray:
+    """The thermo rows of the log whose columns are those of its last thermo header (step pe vol
+    virial[6] as lammps_input writes them, or any other columns)."""
+    blocks, columns = [], None
     with open(path) as f:
         for line in f:
             words = line.split()
-            if words[:2] == ["Step", "PotEng"]:
+            if words[:1] == ["Step"]:
                 columns = words
+                blocks.append((columns, []))
                 continue
             if columns and len(words) == len(columns):
                 try:
-                    rows.append([float(w) for w in words])
+                    blocks[-1][1].append([float(w) for w in words])
                 except ValueError:
                     columns = None
             elif columns:
                 columns = None
-    table = np.array(rows)
-    table[:, 3:] *= table[:, 2:3] / NKTV2P_METAL  # pressure -> virial (eV)
+    last = blocks[-1][0]
+    table = np.array([row for names, rows in blocks if names == last for row in rows])
+    if columns_are_virial:
+        table[:, 3:9] *= table[:, 2:3] / NKTV2P_METAL  # pressure -> virial (eV)
     return table
 
 
