@@ -136,6 +136,22 @@ class Case:
         np.testing.assert_allclose(row[[4, 5, 6]], [devi.max(), devi.min(), devi.mean()], rtol=1e-9)
         print("model deviation: 2 ranks == 1 rank; values == numpy from each model's forces")
 
+    def parameters(self):
+        """fparam / aparam reach the model (the energy depends on them) the same way on 2 ranks as on 1;
+        a wrong count is an error naming it."""
+        system = harness.dense_system(self.rng, (14.0, 12.0, 12.0), 80, 2, temperature_velocity=10.0)
+        energies = []
+        for fparam in ("0.3 -0.2", "0.9 -0.2"):
+            model = self.model("dpa3_params", extra_style_args=f"fparam {fparam} aparam 0.7")
+            reference = self.parity(f"params_{fparam.split()[0]}", system, ["2 1 1"],
+                                    lambda grid: harness.lammps_input(model, grid=grid, steps=2,
+                                                                      rebuild_every_step=True))
+            energies.append(reference.thermo[0, 1])
+        assert abs(energies[0] - energies[1]) > 1e-6, "fparam does not change the energy"
+        code, output, _ = self.lammps.launch("params_missing", 2, system, harness.lammps_input(
+            self.model("dpa3_params", extra_style_args="fparam 0.3"), grid="2 1 1"), timeout=60)
+        assert code != 0 and "takes 2 frame parameters" in output, output[-2000:]
+
     def standalone(self):
         """1 rank in LAMMPS == dp_eval (the runtime's standalone path, its own periodic images)."""
         tilt = (2.0, -1.0, 1.0)
