@@ -6,8 +6,8 @@
 
 extern "C" {
 
-typedef void* (lammpsplugin_factory1)(void* lmp);
-typedef void* (lammpsplugin_factory2)(void* lmp, int argc, char** argv);
+typedef void*(lammpsplugin_factory1)(void* lmp);
+typedef void*(lammpsplugin_factory2)(void* lmp, int argc, char** argv);
 
 typedef struct {
   const char* version;  // the LAMMPS version the plugin was built for
@@ -19,7 +19,7 @@ typedef struct {
     lammpsplugin_factory1* v1;  // pair styles use v1
     lammpsplugin_factory2* v2;
   } creator;
-  void* handle;         // from dlopen, for unloading
+  void* handle;  // from dlopen, for unloading
 } lammpsplugin_t;
 
 typedef void (*lammpsplugin_regfunc)(lammpsplugin_t* plugin, void* lmp);

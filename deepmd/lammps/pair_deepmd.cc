@@ -70,17 +70,24 @@ void PairDeepMD::settings(int narg, char** arg) {
   runtime_options.skin = neighbor->skin;
   absl::StatusOr<std::unique_ptr<deepmd::runtime::ModelDeviation>> models =
       deepmd::runtime::ModelDeviation::Load(options_.models, runtime_options);
-  if (!models.ok()) error->all(FLERR, absl::StrFormat("pair_style %s: %s", absl::StrCat(force->pair_style), absl::StrCat(std::string(models.status().message()))));
+  if (!models.ok())
+    error->all(FLERR, absl::StrFormat("pair_style %s: %s", absl::StrCat(force->pair_style),
+                                      absl::StrCat(std::string(models.status().message()))));
   models_ = std::move(*models);
   const auto& m = metadata();
   if (m.is_spin != spin_style()) {
-    error->all(FLERR, absl::StrFormat("'%s' is %sa spin model: use pair_style %s", absl::StrCat(options_.models[0]), absl::StrCat(m.is_spin ? "" : "not "), absl::StrCat(m.is_spin ? "deepmd/spin" : "deepmd")));
+    error->all(FLERR, absl::StrFormat("'%s' is %sa spin model: use pair_style %s", absl::StrCat(options_.models[0]),
+                                      absl::StrCat(m.is_spin ? "" : "not "),
+                                      absl::StrCat(m.is_spin ? "deepmd/spin" : "deepmd")));
   }
   if (static_cast<int>(options_.fparam.size()) != m.dim_fparam) {
-    error->all(FLERR, absl::StrFormat("the model takes %s frame parameters (pair_style ... fparam V1 V2 ...), %s given", absl::StrCat(m.dim_fparam), absl::StrCat(options_.fparam.size())));
+    error->all(FLERR, absl::StrFormat("the model takes %s frame parameters (pair_style ... fparam V1 V2 ...), %s given",
+                                      absl::StrCat(m.dim_fparam), absl::StrCat(options_.fparam.size())));
   }
   if (static_cast<int>(options_.aparam.size()) != m.dim_aparam) {
-    error->all(FLERR, absl::StrFormat("the model takes %s atomic parameters (pair_style ... aparam V1 V2 ...), %s given", absl::StrCat(m.dim_aparam), absl::StrCat(options_.aparam.size())));
+    error->all(FLERR,
+               absl::StrFormat("the model takes %s atomic parameters (pair_style ... aparam V1 V2 ...), %s given",
+                               absl::StrCat(m.dim_aparam), absl::StrCat(options_.aparam.size())));
   }
   const int nmodels = static_cast<int>(models_->size());
   comm_forward = std::max(1, spin_style() ? 4 : 1);
@@ -101,13 +108,16 @@ void PairDeepMD::OpenDeviationFile() {
     if (opened) fputs(deepmd::lammps::DeviationFileHeader().c_str(), deviation_file_);
   }
   MPI_Bcast(&opened, 1, MPI_INT, 0, world);
-  if (!opened) error->all(FLERR, absl::StrFormat("cannot open the model deviation file '%s' for writing", absl::StrCat(options_.out_file)));
+  if (!opened)
+    error->all(FLERR, absl::StrFormat("cannot open the model deviation file '%s' for writing",
+                                      absl::StrCat(options_.out_file)));
 }
 
 void PairDeepMD::coeff(int narg, char** arg) {
   if (!models_) error->all(FLERR, std::string("pair_coeff before pair_style deepmd has loaded a model"));
   if (narg < 2 || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0) {
-    error->all(FLERR, absl::StrFormat("pair_coeff for %s takes '* *' and one element name (or NULL) per atom type", absl::StrCat(force->pair_style)));
+    error->all(FLERR, absl::StrFormat("pair_coeff for %s takes '* *' and one element name (or NULL) per atom type",
+                                      absl::StrCat(force->pair_style)));
   }
   std::vector<std::string> names(arg + 2, arg + narg);
   absl::StatusOr<std::vector<int>> types = deepmd::lammps::MapTypes(names, metadata().type_map, atom->ntypes);
@@ -129,18 +139,28 @@ void PairDeepMD::coeff(int narg, char** arg) {
 void PairDeepMD::init_style() {
   const char* style = force->pair_style;
   if (force->newton_pair == 0) {
-    error->all(FLERR, absl::StrFormat("pair_style %s needs 'newton on' (newton pair on): forces on ghost atoms are sent home by LAMMPS's "
-               "reverse communication. Remove 'newton off' from the input", absl::StrCat(style)));
+    error->all(FLERR,
+               absl::StrFormat(
+                   "pair_style %s needs 'newton on' (newton pair on): forces on ghost atoms are sent home by LAMMPS's "
+                   "reverse communication. Remove 'newton off' from the input",
+                   absl::StrCat(style)));
   }
   if (strcmp(update->unit_style, "metal") != 0) {
-    error->all(FLERR, absl::StrFormat("pair_style %s needs 'units metal' (Å, eV, ps), the units of deepmd models; the input uses '%s'", absl::StrCat(style), absl::StrCat(update->unit_style)));
+    error->all(FLERR,
+               absl::StrFormat(
+                   "pair_style %s needs 'units metal' (Å, eV, ps), the units of deepmd models; the input uses '%s'",
+                   absl::StrCat(style), absl::StrCat(update->unit_style)));
   }
   if (comm->style != 0) {
-    error->all(FLERR, absl::StrFormat("pair_style %s supports 'comm_style brick' only (the ghost swaps of 'comm_style tiled' are not "
-               "supported yet): use comm_style brick", absl::StrCat(style)));
+    error->all(
+        FLERR,
+        absl::StrFormat("pair_style %s supports 'comm_style brick' only (the ghost swaps of 'comm_style tiled' are not "
+                        "supported yet): use comm_style brick",
+                        absl::StrCat(style)));
   }
   for (size_t k = 0; k < models_->size(); ++k) {
-    absl::Status runs = deepmd::runtime::CheckRunsOnRanks(models_->model(k).metadata(), options_.models[k], comm->nprocs);
+    absl::Status runs =
+        deepmd::runtime::CheckRunsOnRanks(models_->model(k).metadata(), options_.models[k], comm->nprocs);
     if (!runs.ok()) error->all(FLERR, absl::StrCat("pair_style ", style, ": ", runs.message()));
   }
   models_->set_skin(neighbor->skin);
@@ -178,9 +198,22 @@ void PairDeepMD::RebuildTopology() {
   input_.plan = plan_;
   input_.aparam = aparam_;
   input_.fparam = options_.fparam;
-  CheckTopology();
+  CheckGhostCutoff(GhostMargin());
   cached_nall_ = nall;
   ++topology_generation_;
+}
+
+void PairDeepMD::CheckGhostCutoff(double margin) {
+  // Pairs within rcut (+ margin) at any step until the next rebuild were within that + skin at this one.
+  const double needed = metadata().rcut + neighbor->skin + margin;
+  const double ghost_cutoff = std::max(neighbor->cutneighmax, comm->cutghostuser);
+  if (ghost_cutoff < needed * (1 - 1e-12)) {
+    error->all(FLERR,
+               absl::StrFormat("pair_style %s: ghost atoms reach %.4f Å but the model needs %.4f Å (rcut %g + "
+                               "skin %g%s): add 'comm_modify cutoff %.4f'",
+                               force->pair_style, ghost_cutoff, needed, metadata().rcut, neighbor->skin,
+                               margin > 0 ? absl::StrFormat(" + virtual-atom displacement %.4f", margin) : "", needed));
+  }
 }
 
 void PairDeepMD::compute(int eflag, int vflag) {
@@ -218,8 +251,8 @@ void PairDeepMD::AccumulateOutputs(const ComputeOutput& out) {
   }
   if (eflag_global) eng_vdwl += out.energy;
   // The runtime's 3x3 tensors are row-major with [a][b] = F_a r_b; LAMMPS's xy is r_x F_y = [y][x].
-  constexpr int kVoigt[6] = {0, 4, 8, 3, 6, 7};                 // xx yy zz xy xz yz
-  constexpr int kCentroid[9] = {0, 4, 8, 3, 6, 7, 1, 2, 5};     // ... then yx zx zy
+  constexpr int kVoigt[6] = {0, 4, 8, 3, 6, 7};              // xx yy zz xy xz yz
+  constexpr int kCentroid[9] = {0, 4, 8, 3, 6, 7, 1, 2, 5};  // ... then yx zx zy
   if (vflag_global) {
     for (int c = 0; c < 6; ++c) virial[c] += out.virial[kVoigt[c]];
   }
@@ -321,14 +354,16 @@ void PairDeepMD::StopIfAnyRankFailed(const absl::Status& status, bool agreed) {
   MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, world);
   if (first == INT_MAX) {
     if (status.ok()) return;
-    error->all(FLERR, absl::StrFormat("pair_style %s: %s", absl::StrCat(force->pair_style), absl::StrCat(std::string(status.message()))));
+    error->all(FLERR, absl::StrFormat("pair_style %s: %s", absl::StrCat(force->pair_style),
+                                      absl::StrCat(std::string(status.message()))));
   }
   std::string message = comm->me == first ? std::string(status.message()) : std::string();
   int length = static_cast<int>(message.size());
   MPI_Bcast(&length, 1, MPI_INT, first, world);
   message.resize(length);
   MPI_Bcast(message.data(), length, MPI_CHAR, first, world);
-  error->all(FLERR, absl::StrFormat("pair_style %s on rank %s: %s", absl::StrCat(force->pair_style), absl::StrCat(first), absl::StrCat(message)));
+  error->all(FLERR, absl::StrFormat("pair_style %s on rank %s: %s", absl::StrCat(force->pair_style),
+                                    absl::StrCat(first), absl::StrCat(message)));
 }
 
 int PairDeepMD::pack_forward_comm(int n, int* list, double* buf, int /*pbc_flag*/, int* /*pbc*/) {

@@ -57,8 +57,8 @@ class PairDeepMD : public Pair {
   virtual int SpinPackReverse(int /*n*/, int /*first*/, double* /*buf*/) { return 0; }
   virtual void SpinUnpackReverse(int /*n*/, const int* /*list*/, const double* /*buf*/) {}
 
-  // At every rebuild, after the types are known (spin styles check the ghost cutoff).
-  virtual void CheckTopology() {}
+  // How far beyond rcut + skin the model looks (spin: virtual atoms), the same on every rank.
+  virtual double GhostMargin() { return 0.0; }
 
   // Every rank calls this with its own status; if any failed, every rank stops with the message of the
   // first rank that failed itself (not a peer's "another rank failed"). `agreed`: the statuses are
@@ -76,6 +76,7 @@ class PairDeepMD : public Pair {
 
  private:
   void RebuildTopology();
+  void CheckGhostCutoff(double margin);
   void RunModels(bool deviation_step);
   void AccumulateOutputs(const deepmd::runtime::ComputeOutput& out);
   void WriteDeviation();

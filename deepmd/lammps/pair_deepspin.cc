@@ -8,7 +8,6 @@
 #include "comm.h"
 #include "error.h"
 #include "force.h"
-#include "neighbor.h"
 
 namespace LAMMPS_NS {
 namespace {
@@ -67,17 +66,12 @@ void PairDeepSpin::GatherSpins(int nall) {
   input_.spin = spin_;
 }
 
-void PairDeepSpin::CheckTopology() {
-  // Virtual atoms sit up to virtual_scale * |S| from their real atoms: the runtime's neighbour lists
-  // reach that much beyond rcut + skin, and the ghost shell must hold those atoms.
+double PairDeepSpin::GhostMargin() {
+  // Virtual atoms sit up to virtual_scale * |S| from their real atoms; the runtime's neighbour lists
+  // reach that much further, and the ghost shell must hold those atoms.
   double local = deepmd::runtime::MaxVirtualDisplacement(metadata(), atype_, spin_), margin = 0;
   MPI_Allreduce(&local, &margin, 1, MPI_DOUBLE, MPI_MAX, world);
-  const double needed = metadata().rcut + neighbor->skin + margin;
-  const double ghost_cutoff = std::max(neighbor->cutneighmax, comm->cutghostuser);
-  if (ghost_cutoff < needed * (1 - 1e-12)) {
-    error->all(FLERR, absl::StrFormat("pair_style deepmd/spin: ghost atoms reach %.4f Å but the spin model needs %.4f Å (rcut %s + skin "
-               "%s + the largest virtual-atom displacement %.4f): add 'comm_modify cutoff %.4f'", ghost_cutoff, needed, absl::StrCat(metadata().rcut), absl::StrCat(neighbor->skin), margin, needed));
-  }
+  return margin;
 }
 
 void PairDeepSpin::ScatterMagneticForces(const deepmd::runtime::ComputeOutput& out) {

@@ -23,7 +23,7 @@ class PairDeepSpin : public PairDeepMD {
  protected:
   bool spin_style() const override { return true; }
   void GatherSpins(int nall) override;
-  void CheckTopology() override;
+  double GhostMargin() override;
   void ScatterMagneticForces(const deepmd::runtime::ComputeOutput& output) override;
   int SpinPackForward(int n, const int* list, double* buf) override;
   void SpinUnpackForward(int n, int first, const double* buf) override;
@@ -37,7 +37,7 @@ class PairDeepSpin : public PairDeepMD {
 
   bool spin_package_ = false;  // atom_style spin (sp, fm) rather than custom arrays
   int sp_index_ = -1, fm_index_ = -1;
-  std::vector<double> spin_;   // [nall, 3] spin vectors
+  std::vector<double> spin_;  // [nall, 3] spin vectors
 };
 
 }  // namespace LAMMPS_NS

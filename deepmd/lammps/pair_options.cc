@@ -75,19 +75,19 @@ absl::StatusOr<PairStyleOptions> ParsePairStyle(absl::Span<const std::string> ar
         values.push_back(*x);
       }
     } else {
-      return absl::InvalidArgumentError(absl::StrCat("pair_style deepmd: unknown keyword '", key,
-                                                     "' (known: ", PairStyleKeywords(), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("pair_style deepmd: unknown keyword '", key, "' (known: ", PairStyleKeywords(), ")"));
     }
   }
   return o;
 }
 
-absl::StatusOr<std::vector<int>> MapTypes(absl::Span<const std::string> names,
-                                          absl::Span<const std::string> type_map, int ntypes) {
+absl::StatusOr<std::vector<int>> MapTypes(absl::Span<const std::string> names, absl::Span<const std::string> type_map,
+                                          int ntypes) {
   if (static_cast<int>(names.size()) != ntypes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "pair_coeff * * needs one element name (or NULL) per atom type: ", ntypes, " types, ", names.size(),
-        " names given; the model's elements are [", absl::StrJoin(type_map, " "), "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("pair_coeff * * needs one element name (or NULL) per atom type: ", ntypes, " types, ",
+                     names.size(), " names given; the model's elements are [", absl::StrJoin(type_map, " "), "]"));
   }
   std::vector<int> model_type(ntypes + 1, -1);  // indexed by LAMMPS type (1-based)
   for (int t = 1; t <= ntypes; ++t) {
@@ -95,10 +95,9 @@ absl::StatusOr<std::vector<int>> MapTypes(absl::Span<const std::string> names,
     if (name == "NULL") continue;
     auto it = std::find(type_map.begin(), type_map.end(), name);
     if (it == type_map.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("pair_coeff: element '", name, "' (atom type ", t,
-                                                     ") is not in the model, whose elements are [",
-                                                     absl::StrJoin(type_map, " "),
-                                                     "]; use one of them, or NULL to leave the type out"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("pair_coeff: element '", name, "' (atom type ", t, ") is not in the model, whose elements are [",
+                       absl::StrJoin(type_map, " "), "]; use one of them, or NULL to leave the type out"));
     }
     model_type[t] = static_cast<int>(it - type_map.begin());
   }

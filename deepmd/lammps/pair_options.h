@@ -14,14 +14,14 @@
 namespace deepmd::lammps {
 
 struct PairStyleOptions {
-  std::vector<std::string> models;        // the first one drives the dynamics
-  int out_freq = 100;                     // model deviation every N steps (several models)
+  std::vector<std::string> models;  // the first one drives the dynamics
+  int out_freq = 100;               // model deviation every N steps (several models)
   std::string out_file = "model_devi.out";
-  bool atomic = false;                    // also each atom's force deviation in out_file
-  double relative = -1;                   // force deviation relative to |F| + X (X >= 0)
-  double relative_v = -1;                 // virial deviation relative to |W| + X (X >= 0)
-  std::vector<double> fparam;             // frame parameters
-  std::vector<double> aparam;             // atomic parameters, the same for every atom
+  bool atomic = false;         // also each atom's force deviation in out_file
+  double relative = -1;        // force deviation relative to |F| + X (X >= 0)
+  double relative_v = -1;      // virial deviation relative to |W| + X (X >= 0)
+  std::vector<double> fparam;  // frame parameters
+  std::vector<double> aparam;  // atomic parameters, the same for every atom
 };
 
 absl::StatusOr<PairStyleOptions> ParsePairStyle(absl::Span<const std::string> args);
@@ -30,8 +30,8 @@ std::string PairStyleKeywords();
 
 // LAMMPS type t (1-based) -> the model's type index, or -1 for NULL. `names` holds one name per LAMMPS
 // type (pair_coeff's arguments after "* *"); every name must be NULL or an element of `type_map`.
-absl::StatusOr<std::vector<int>> MapTypes(absl::Span<const std::string> names,
-                                          absl::Span<const std::string> type_map, int ntypes);
+absl::StatusOr<std::vector<int>> MapTypes(absl::Span<const std::string> names, absl::Span<const std::string> type_map,
+                                          int ntypes);
 
 }  // namespace deepmd::lammps
 

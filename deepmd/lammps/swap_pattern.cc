@@ -41,8 +41,8 @@ void SwapPattern::UnpackReverse(int n, const double* buf) {
 absl::StatusOr<std::vector<int32_t>> SwapPattern::BuildPlan(int32_t communicator, int rank, int size, int nlocal,
                                                             int nghost) const {
   if (reverse_next_ != -1) {
-    return absl::InternalError(absl::StrCat("swap discovery saw ", num_swaps_,
-                                            " forward swaps but a different number of reverse ones"));
+    return absl::InternalError(
+        absl::StrCat("swap discovery saw ", num_swaps_, " forward swaps but a different number of reverse ones"));
   }
   ops::PlanBuilder builder(communicator, rank, size, nlocal, nghost);
   for (int k = 0; k < num_swaps_; ++k) {
@@ -53,8 +53,8 @@ absl::StatusOr<std::vector<int32_t>> SwapPattern::BuildPlan(int32_t communicator
   }
   absl::StatusOr<std::vector<int32_t>> plan = builder.Build();
   if (!plan.ok()) {
-    return absl::InternalError(absl::StrCat("LAMMPS's swap pattern does not form a valid exchange plan (",
-                                            plan.status().message(), ")"));
+    return absl::InternalError(
+        absl::StrCat("LAMMPS's swap pattern does not form a valid exchange plan (", plan.status().message(), ")"));
   }
   return plan;
 }

@@ -44,7 +44,7 @@ class SwapPattern {
   Swap& swap(int k);
   std::vector<Swap> swaps_;  // reused across rebuilds
   int num_swaps_ = 0;
-  int reverse_next_ = 0;     // the swap the next reverse call belongs to
+  int reverse_next_ = 0;  // the swap the next reverse call belongs to
 };
 
 }  // namespace deepmd::lammps

@@ -198,9 +198,15 @@ class Case:
             ("missing_archive", 4, harness.lammps_input(dpa3, grid="2 2 1").replace("dpa3.pt2", "missing.pt2"),
              "missing.pt2"),
         ]
+        # Spins of up to 2 μB put virtual atoms 0.6 Å out: the default ghost shell (rcut + skin) is too thin.
+        spinning = harness.System(system.positions, system.types, system.lengths, 2,
+                                  spins=np.tile([0.0, 0.0, 1.0, 2.0], (len(system.positions), 1)))
+        cases = [case + (system,) for case in cases] + [
+            ("spin_ghost_cutoff", 2, harness.lammps_input(self.model("dpa3_spin", "Ni O", spin=True), grid="2 1 1"),
+             "add 'comm_modify cutoff 6.6", spinning)]
         problems = []
-        for name, nranks, script, message in cases:
-            code, output, _ = self.lammps.launch(f"fail_{name}", nranks, system, script, timeout=60)
+        for name, nranks, script, message, atoms in cases:
+            code, output, _ = self.lammps.launch(f"fail_{name}", nranks, atoms, script, timeout=60)
             verdict = "ok" if code not in (0, 137) and message in output else "WRONG"
             print(f"failure {name}: exit {code}, {verdict}")
             if verdict != "ok":

@@ -95,8 +95,8 @@ TEST(SwapPatternTest, ReverseCallsMustMatch) {
 }
 
 TEST(PairOptionsTest, ModelsAndKeywords) {
-  const std::vector<std::string> args = {"a.pt2", "b.pt2",   "out_freq", "10",  "out_file", "devi.txt", "atomic",
-                                         "relative", "0.5", "fparam", "1", "2.5", "aparam", "3"};
+  const std::vector<std::string> args = {"a.pt2",    "b.pt2", "out_freq", "10", "out_file", "devi.txt", "atomic",
+                                         "relative", "0.5",   "fparam",   "1",  "2.5",      "aparam",   "3"};
   absl::StatusOr<PairStyleOptions> o = ParsePairStyle(args);
   ASSERT_TRUE(o.ok()) << o.status();
   EXPECT_EQ(o->models, (std::vector<std::string>{"a.pt2", "b.pt2"}));
