@@ -192,7 +192,9 @@ void PairDeepMD::RebuildTopology() {
   for (int i = 0; i < nall; ++i) atype_[i] = model_type_[type[i]];
   const int dim_aparam = metadata().dim_aparam;
   aparam_.resize(static_cast<size_t>(nlocal) * dim_aparam);
-  for (int i = 0; i < nlocal; ++i) std::copy(options_.aparam.begin(), options_.aparam.end(), &aparam_[i * dim_aparam]);
+  for (int i = 0; i < nlocal && dim_aparam > 0; ++i) {
+    std::copy(options_.aparam.begin(), options_.aparam.end(), aparam_.begin() + static_cast<size_t>(i) * dim_aparam);
+  }
 
   input_.atype = atype_;
   input_.plan = plan_;
