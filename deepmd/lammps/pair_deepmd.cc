@@ -71,27 +71,26 @@ void PairDeepMD::settings(int narg, char** arg) {
   absl::StatusOr<std::unique_ptr<deepmd::runtime::ModelDeviation>> models =
       deepmd::runtime::ModelDeviation::Load(options_.models, runtime_options);
   if (!models.ok())
-    error->all(FLERR, absl::StrFormat("pair_style %s: %s", absl::StrCat(force->pair_style),
-                                      absl::StrCat(std::string(models.status().message()))));
+    error->all(FLERR, absl::StrFormat("pair_style %s: %s", force->pair_style, models.status().message()));
   models_ = std::move(*models);
   const auto& m = metadata();
   if (m.is_spin != spin_style()) {
-    error->all(FLERR, absl::StrFormat("'%s' is %sa spin model: use pair_style %s", absl::StrCat(options_.models[0]),
-                                      absl::StrCat(m.is_spin ? "" : "not "),
-                                      absl::StrCat(m.is_spin ? "deepmd/spin" : "deepmd")));
+    error->all(FLERR, absl::StrFormat("'%s' is %sa spin model: use pair_style %s", options_.models[0],
+                                      m.is_spin ? "" : "not ", m.is_spin ? "deepmd/spin" : "deepmd"));
   }
   if (static_cast<int>(options_.fparam.size()) != m.dim_fparam) {
-    error->all(FLERR, absl::StrFormat("the model takes %s frame parameters (pair_style ... fparam V1 V2 ...), %s given",
-                                      absl::StrCat(m.dim_fparam), absl::StrCat(options_.fparam.size())));
+    error->all(FLERR, absl::StrFormat("the model takes %d frame parameters (pair_style ... fparam V1 V2 ...), %d given",
+                                      m.dim_fparam, options_.fparam.size()));
   }
   if (static_cast<int>(options_.aparam.size()) != m.dim_aparam) {
     error->all(FLERR,
-               absl::StrFormat("the model takes %s atomic parameters (pair_style ... aparam V1 V2 ...), %s given",
-                               absl::StrCat(m.dim_aparam), absl::StrCat(options_.aparam.size())));
+               absl::StrFormat("the model takes %d atomic parameters (pair_style ... aparam V1 V2 ...), %d given",
+                               m.dim_aparam, options_.aparam.size()));
   }
   const int nmodels = static_cast<int>(models_->size());
-  comm_forward = std::max(1, spin_style() ? 4 : 1);
-  comm_reverse = std::max({1, nmodels > 1 ? 3 * nmodels : 1, spin_style() ? 3 : 1});
+  // Doubles per atom in our pair comm: 1 (swap discovery), 4 (spins), 3 per model (deviation), 3 (fm).
+  comm_forward = spin_style() ? 4 : 1;
+  comm_reverse = std::max({1, nmodels > 1 ? 3 * nmodels : 0, spin_style() ? 3 : 0});
   outputs_.assign(nmodels, ComputeOutput());
   model_generation_.assign(nmodels, -1);
   cached_nall_ = -1;
@@ -109,15 +108,14 @@ void PairDeepMD::OpenDeviationFile() {
   }
   MPI_Bcast(&opened, 1, MPI_INT, 0, world);
   if (!opened)
-    error->all(FLERR, absl::StrFormat("cannot open the model deviation file '%s' for writing",
-                                      absl::StrCat(options_.out_file)));
+    error->all(FLERR, absl::StrFormat("cannot open the model deviation file '%s' for writing", options_.out_file));
 }
 
 void PairDeepMD::coeff(int narg, char** arg) {
   if (!models_) error->all(FLERR, std::string("pair_coeff before pair_style deepmd has loaded a model"));
   if (narg < 2 || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0) {
     error->all(FLERR, absl::StrFormat("pair_coeff for %s takes '* *' and one element name (or NULL) per atom type",
-                                      absl::StrCat(force->pair_style)));
+                                      force->pair_style));
   }
   std::vector<std::string> names(arg + 2, arg + narg);
   absl::StatusOr<std::vector<int>> types = deepmd::lammps::MapTypes(names, metadata().type_map, atom->ntypes);
@@ -143,20 +141,20 @@ void PairDeepMD::init_style() {
                absl::StrFormat(
                    "pair_style %s needs 'newton on' (newton pair on): forces on ghost atoms are sent home by LAMMPS's "
                    "reverse communication. Remove 'newton off' from the input",
-                   absl::StrCat(style)));
+                   style));
   }
   if (strcmp(update->unit_style, "metal") != 0) {
     error->all(FLERR,
                absl::StrFormat(
                    "pair_style %s needs 'units metal' (Å, eV, ps), the units of deepmd models; the input uses '%s'",
-                   absl::StrCat(style), absl::StrCat(update->unit_style)));
+                   style, update->unit_style));
   }
   if (comm->style != 0) {
     error->all(
         FLERR,
         absl::StrFormat("pair_style %s supports 'comm_style brick' only (the ghost swaps of 'comm_style tiled' are not "
                         "supported yet): use comm_style brick",
-                        absl::StrCat(style)));
+                        style));
   }
   for (size_t k = 0; k < models_->size(); ++k) {
     absl::Status runs =
@@ -356,16 +354,14 @@ void PairDeepMD::StopIfAnyRankFailed(const absl::Status& status, bool agreed) {
   MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, world);
   if (first == INT_MAX) {
     if (status.ok()) return;
-    error->all(FLERR, absl::StrFormat("pair_style %s: %s", absl::StrCat(force->pair_style),
-                                      absl::StrCat(std::string(status.message()))));
+    error->all(FLERR, absl::StrFormat("pair_style %s: %s", force->pair_style, status.message()));
   }
   std::string message = comm->me == first ? std::string(status.message()) : std::string();
   int length = static_cast<int>(message.size());
   MPI_Bcast(&length, 1, MPI_INT, first, world);
   message.resize(length);
   MPI_Bcast(message.data(), length, MPI_CHAR, first, world);
-  error->all(FLERR, absl::StrFormat("pair_style %s on rank %s: %s", absl::StrCat(force->pair_style),
-                                    absl::StrCat(first), absl::StrCat(message)));
+  error->all(FLERR, absl::StrFormat("pair_style %s on rank %d: %s", force->pair_style, first, message));
 }
 
 int PairDeepMD::pack_forward_comm(int n, int* list, double* buf, int /*pbc_flag*/, int* /*pbc*/) {
