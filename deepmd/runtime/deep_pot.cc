@@ -4,6 +4,7 @@
 #include <mpi.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <optional>
@@ -59,7 +60,7 @@ struct DeepPot::Impl {
   std::vector<int64_t> kept;               // compacted row -> original row
   bool use_with_comm = false;
   torch::Tensor atype, nlist, mapping, plan;  // compacted
-  torch::Tensor coord, spin, aparam;          // compacted, refilled every step
+  torch::Tensor coord, spin, fparam, aparam;  // compacted, refilled every step
   NeighborList list;
 
   explicit Impl(Archive a) : archive(std::move(a)) {}
@@ -188,6 +189,7 @@ absl::Status DeepPot::Impl::Rebuild(const ComputeInput& in) {
   atype = torch::tensor(types, kI64).reshape({1, nall_real});
   coord = torch::empty({1, nall_real, 3}, kF64);
   if (m.is_spin) spin = torch::empty({1, nall_real, 3}, kF64);
+  if (m.dim_fparam > 0) fparam = torch::empty({1, m.dim_fparam}, kF64);
   if (m.dim_aparam > 0) aparam = torch::empty({1, nloc_real, m.dim_aparam}, kF64);
   double* c = coord.data_ptr<double>();
   for (int64_t r = 0; r < nall_real; ++r) {
@@ -223,6 +225,7 @@ absl::Status DeepPot::Impl::FillStep(const ComputeInput& in) {
   if (static_cast<int>(in.fparam.size()) != m.dim_fparam) {
     return Invalid(absl::StrCat("fparam has ", in.fparam.size(), " values; the model takes ", m.dim_fparam));
   }
+  if (m.dim_fparam > 0) std::copy(in.fparam.begin(), in.fparam.end(), fparam.data_ptr<double>());
   if (m.dim_aparam > 0 || !in.aparam.empty()) {
     if (static_cast<int64_t>(in.aparam.size()) != in.nlocal * m.dim_aparam) {
       return Invalid(absl::StrCat("aparam has ", in.aparam.size(), " values; the model takes ", m.dim_aparam,
@@ -306,9 +309,7 @@ absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
   if (m.is_spin) inputs.push_back(s.spin);
   inputs.push_back(s.nlist);
   if (!s.use_with_comm) inputs.push_back(s.mapping.defined() ? c10::IValue(s.mapping) : c10::IValue());
-  inputs.push_back(m.dim_fparam ? c10::IValue(torch::tensor(std::vector<double>(in.fparam.begin(), in.fparam.end()),
-                                                            kF64).reshape({1, m.dim_fparam}))
-                                : c10::IValue());
+  inputs.push_back(m.dim_fparam ? c10::IValue(s.fparam) : c10::IValue());
   inputs.push_back(m.dim_aparam ? c10::IValue(s.aparam) : c10::IValue());
   inputs.push_back(in.atomic);
   if (s.use_with_comm) inputs.push_back(s.plan);
