@@ -91,7 +91,7 @@ class Case:
 
     def triclinic(self):
         system = harness.dense_system(self.rng, (16.0, 14.0, 12.0), 100, 2, tilt=(3.0, -2.0, 1.5),
-                                      temperature_velocity=30.0)
+                                      velocity_scale=30.0)
         model = self.model("dpa3")
         self.parity("triclinic", system, ["2 1 1", "2 2 1"],
                     lambda grid: harness.lammps_input(model, grid=grid, steps=3, rebuild_every_step=True))
@@ -107,7 +107,7 @@ class Case:
                                                       rebuild_every_step=True))
 
     def model_deviation(self):
-        system = harness.dense_system(self.rng, (14.0, 12.0, 12.0), 90, 2, temperature_velocity=20.0)
+        system = harness.dense_system(self.rng, (14.0, 12.0, 12.0), 90, 2, velocity_scale=20.0)
         first, second = (archive_path(self.archive_dir, n) for n in ("dpa3", "dpa3_second"))
         model = harness.Model(first, "O H", extra_style_args="out_freq 2 out_file devi.out atomic relative 0.5")
         script = lambda grid: harness.lammps_input(model, grid=grid, steps=4, rebuild_every_step=True,
@@ -139,7 +139,7 @@ class Case:
     def parameters(self):
         """fparam / aparam reach the model (the energy depends on them) the same way on 2 ranks as on 1;
         a wrong count is an error naming it."""
-        system = harness.dense_system(self.rng, (14.0, 12.0, 12.0), 80, 2, temperature_velocity=10.0)
+        system = harness.dense_system(self.rng, (14.0, 12.0, 12.0), 80, 2, velocity_scale=10.0)
         energies = []
         for fparam in ("0.3 -0.2", "0.9 -0.2"):
             model = self.model("dpa3_params", extra_style_args=f"fparam {fparam} aparam 0.7")
@@ -178,7 +178,7 @@ class Case:
         print("standalone: LAMMPS (1 rank) == dp_eval: energy, forces, virial")
 
     def failures(self):
-        """Each bad input exits non-zero with its message, within 60 s, on 2 ranks (4 for the last)."""
+        """Each bad input exits non-zero with its message, within 60 s, on 2 ranks (4 for the missing archive)."""
         system = harness.dense_system(self.rng, (14.0, 12.0, 12.0), 60, 2)
         dpa3 = self.model("dpa3")
         cases = [

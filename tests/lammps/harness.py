@@ -37,8 +37,9 @@ def random_positions(rng, lo, hi, count, min_dist, existing=None):
     return np.array(points[start:])
 
 
-def dense_system(rng, lengths, count, ntypes, min_dist=1.6, tilt=(0.0, 0.0, 0.0), temperature_velocity=0.0):
-    """Atoms spread over a periodic box (minimum distance checked through the periodic images)."""
+def dense_system(rng, lengths, count, ntypes, min_dist=1.6, tilt=(0.0, 0.0, 0.0), velocity_scale=0.0):
+    """Atoms spread over a periodic box (minimum distance checked through the periodic images), with
+    Gaussian velocities of standard deviation `velocity_scale` Å/ps per component when it is not 0."""
     lengths = np.asarray(lengths, dtype=float)
     cell = np.array([[lengths[0], 0, 0], [tilt[0], lengths[1], 0], [tilt[1], tilt[2], lengths[2]]])
     frac = []
@@ -55,7 +56,7 @@ def dense_system(rng, lengths, count, ntypes, min_dist=1.6, tilt=(0.0, 0.0, 0.0)
             frac.append(f)
     positions = np.array(frac) @ cell
     types = rng.integers(1, ntypes + 1, count)
-    velocities = temperature_velocity * rng.standard_normal((count, 3)) if temperature_velocity else None
+    velocities = velocity_scale * rng.standard_normal((count, 3)) if velocity_scale else None
     return System(positions, types, lengths, ntypes, tilt, velocities)
 
 

@@ -38,7 +38,7 @@ def main(argv):
     model = MODELS[name]
     model = harness.Model(archive_path(archive_dir, name), model.elements, model.spin, model.extra_style_args)
     rng = np.random.default_rng(20261126)
-    system = harness.dense_system(rng, LENGTHS, 120, model.elements.count(" ") + 1, temperature_velocity=60.0)
+    system = harness.dense_system(rng, LENGTHS, 120, model.elements.count(" ") + 1, velocity_scale=60.0)
     if model.spin:
         directions = rng.standard_normal((120, 3))
         directions /= np.linalg.norm(directions, axis=1, keepdims=True)
