@@ -198,6 +198,11 @@ class Case:
             ("missing_archive", 4, harness.lammps_input(dpa3, grid="2 2 1").replace("dpa3.pt2", "missing.pt2"),
              "missing.pt2"),
         ]
+        corrupt = os.path.join(self.work, "corrupt.pt2")
+        with open(corrupt, "wb") as f:
+            f.write(b"PK\x03\x04 this is not a model archive")
+        cases.append(("corrupt_archive", 2, harness.lammps_input(harness.Model(corrupt, "O H"), grid="2 1 1"),
+                      "corrupt.pt2"))
         # Spins of up to 2 μB put virtual atoms 0.6 Å out: the default ghost shell (rcut + skin) is too thin.
         spinning = harness.System(system.positions, system.types, system.lengths, 2,
                                   spins=np.tile([0.0, 0.0, 1.0, 2.0], (len(system.positions), 1)))
