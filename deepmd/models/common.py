@@ -41,6 +41,29 @@ class MLP(torch.nn.Module):
                 x = torch.tanh(x)
         return x
 
+    # forward(torch.cat(parts, -1)) without the concatenation, for parts that broadcast against each
+    # other: the first layer's product is a sum of per-part products, so a part shared by many rows (a
+    # centre atom's features for all its neighbours) is multiplied once, and a part indexed by
+    # neighbour can be multiplied per atom before the gather. `project` gives one term, `finish` the rest.
+
+    def project(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """x times the first layer's weight block for input columns [start, start + x.shape[-1])."""
+        out = x
+        for i, layer in enumerate(self.layers):  # TorchScript cannot index a ModuleList here
+            if i == 0:
+                out = torch.matmul(x, layer.weight[:, start : start + x.shape[-1]].t())
+        return out
+
+    def finish(self, first: torch.Tensor) -> torch.Tensor:
+        """The MLP's output from the sum of its first layer's `project` terms."""
+        n = len(self.layers)
+        x = first
+        for i, layer in enumerate(self.layers):
+            x = x + layer.bias if i == 0 else layer(x)
+            if i < n - 1 or self.activate_last:
+                x = torch.tanh(x)
+        return x
+
 
 def select_neighbors(coord: torch.Tensor, nlist: torch.Tensor, nloc: int, rcut: float,
                      sel: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

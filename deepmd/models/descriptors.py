@@ -103,18 +103,33 @@ class RepFlows(torch.nn.Module):
         w_a = (sw_a.unsqueeze(-1) * sw_a.unsqueeze(-2)).unsqueeze(-1)  # [nf,nloc,a,a,1]
         angle = self.angle_embed(cos.unsqueeze(-1))  # [nf,nloc,a,a,a_dim]
         node = self.type_embedding[atype[:, :nloc]]  # [nf,nloc,n_dim]
-        for layer in self.layers:
+        n, e, width_a = self.n_dim, edge.shape[-1], angle.shape[-1]
+        last = len(self.layers) - 1
+        for l, layer in enumerate(self.layers):
             node_ext = self.ghosts(node, nall, mapping, plan)
-            neighbors = gather_rows(node_ext, index)
-            centre = node.unsqueeze(2).expand(-1, -1, self.e_sel, -1)
-            pair = torch.cat([centre, neighbors, edge], dim=-1)
-            node_next = node + layer.node_self(node) + (sw_e * layer.message(pair)).sum(2) / self.e_sel
-            edge_next = edge + layer.edge_update(pair)
-            ej = edge[:, :, :a, :].unsqueeze(3).expand(-1, -1, -1, a, -1)
-            ek = edge[:, :, :a, :].unsqueeze(2).expand(-1, -1, a, -1, -1)
-            angle = angle + layer.angle_update(torch.cat([angle, ej, ek], dim=-1))
-            from_angles = (w_a * layer.angle_to_edge(angle)).sum(3) / a
-            edge = torch.cat([edge_next[:, :, :a, :] + from_angles, edge_next[:, :, a:, :]], dim=2)
+            # The message and edge MLPs read [centre | neighbour | edge]: the centre's and the
+            # neighbours' terms are multiplied per atom, then broadcast and gathered per edge.
+            if l == last:  # the last layer's edges and angles would feed nothing
+                projected = layer.message.project(node_ext, n)
+            else:
+                projected = torch.cat([layer.message.project(node_ext, n), layer.edge_update.project(node_ext, n)],
+                                      dim=-1)
+            from_neighbors = gather_rows(projected, index)
+            message = layer.message.finish(layer.message.project(node, 0).unsqueeze(2) + from_neighbors[..., :n]
+                                           + layer.message.project(edge, 2 * n))
+            node_next = node + layer.node_self(node) + (sw_e * message).sum(2) / self.e_sel
+            if l < last:
+                edge_next = edge + layer.edge_update.finish(
+                    layer.edge_update.project(node, 0).unsqueeze(2) + from_neighbors[..., n:]
+                    + layer.edge_update.project(edge, 2 * n))
+                # The angle MLP reads [angle | edge_ij | edge_ik]: edge terms are multiplied per edge
+                # and broadcast over the other neighbour.
+                edge_a = edge[:, :, :a, :]
+                update = layer.angle_update
+                angle = angle + update.finish(update.project(angle, 0) + update.project(edge_a, width_a).unsqueeze(3)
+                                              + update.project(edge_a, width_a + e).unsqueeze(2))
+                from_angles = (w_a * layer.angle_to_edge(angle)).sum(3) / a
+                edge = torch.cat([edge_next[:, :, :a, :] + from_angles, edge_next[:, :, a:, :]], dim=2)
             node = node_next
         return node
 
