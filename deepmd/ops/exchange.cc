@@ -3,6 +3,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -24,6 +25,17 @@ template <>
 MPI_Datatype MpiType<float>() { return MPI_FLOAT; }
 template <>
 MPI_Datatype MpiType<double>() { return MPI_DOUBLE; }
+
+// Adds the lifetime of the enclosing call to one of the totals.
+class TotalTimer {
+ public:
+  TotalTimer(double& seconds, int64_t& calls) : seconds_(seconds), start_(std::chrono::steady_clock::now()) { ++calls; }
+  ~TotalTimer() { seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
+
+ private:
+  double& seconds_;
+  std::chrono::steady_clock::time_point start_;
+};
 
 // Per-thread buffers reused across calls: no allocation per exchange once they have grown.
 struct Scratch {
@@ -128,6 +140,7 @@ void ForEachSelfPair(const PlanView& plan, int32_t stage, F f) {
 
 template <typename T>
 absl::Status ExchangeGhostsForward(const PlanView& plan, const T* in, T* out, int64_t width) {
+  TotalTimer timer(exchange_totals().forward_seconds, exchange_totals().forward_calls);
   if (absl::Status s = CheckCounts(plan, width); !s.ok()) return s;
   absl::StatusOr<MPI_Comm> comm = Communicator(plan);
   if (!comm.ok()) return comm.status();
@@ -176,6 +189,7 @@ absl::Status ExchangeGhostsForward(const PlanView& plan, const T* in, T* out, in
 
 template <typename T>
 absl::Status ExchangeGhostsReverse(const PlanView& plan, const T* in, T* out, int64_t width) {
+  TotalTimer timer(exchange_totals().reverse_seconds, exchange_totals().reverse_calls);
   if (absl::Status s = CheckCounts(plan, width); !s.ok()) return s;
   absl::StatusOr<MPI_Comm> comm = Communicator(plan);
   if (!comm.ok()) return comm.status();
@@ -234,6 +248,11 @@ absl::Status ExchangeGhostsReverse(const PlanView& plan, const T* in, T* out, in
   // The forward overwrote every ghost row, so ghost inputs have no influence: zero gradient.
   if (plan.nghost() > 0 && width > 0) std::memset(out + int64_t{plan.nlocal()} * width, 0, plan.nghost() * row_bytes);
   return absl::OkStatus();
+}
+
+ExchangeTotals& exchange_totals() {
+  static ExchangeTotals totals;
+  return totals;
 }
 
 template absl::Status ExchangeGhostsForward<float>(const PlanView&, const float*, float*, int64_t);

@@ -21,6 +21,14 @@ absl::Status ExchangeGhostsForward(const PlanView& plan, const T* in, T* out, in
 template <typename T>
 absl::Status ExchangeGhostsReverse(const PlanView& plan, const T* in, T* out, int64_t width);
 
+// Wall time this process spent inside the exchanges (waiting for peers included) since the last
+// reset: the benchmarks' step breakdown reads it. Two clock reads per call; not thread-safe.
+struct ExchangeTotals {
+  double forward_seconds = 0, reverse_seconds = 0;
+  int64_t forward_calls = 0, reverse_calls = 0;
+};
+ExchangeTotals& exchange_totals();
+
 }  // namespace deepmd::ops
 
 #endif  // DEEPMD_OPS_EXCHANGE_H_

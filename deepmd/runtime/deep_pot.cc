@@ -2,9 +2,11 @@
 
 #include <ATen/Parallel.h>
 #include <mpi.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <optional>
@@ -14,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "deepmd/ops/plan.h"
 #include "deepmd/runtime/archive.h"
+#include "deepmd/runtime/host_memory.h"
 #include "deepmd/runtime/neighbor_list.h"
 
 namespace deepmd::runtime {
@@ -23,6 +26,9 @@ const auto kF64 = torch::TensorOptions().dtype(torch::kFloat64);
 const auto kI64 = torch::TensorOptions().dtype(torch::kInt64);
 
 absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError(what); }
+
+using Clock = std::chrono::steady_clock;
+double SecondsSince(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 }  // namespace
 
@@ -53,6 +59,7 @@ struct DeepPot::Impl {
   std::optional<torch::jit::Module> with_comm;  // loaded the first time several ranks need it
   const char* last_graph = "none";
   bool threads_configured = false;
+  ComputeTimes times;
 
   // Topology, rebuilt when ago == 0.
   int64_t nall = -1, nlocal = -1;          // as given
@@ -73,6 +80,7 @@ struct DeepPot::Impl {
 absl::StatusOr<std::unique_ptr<DeepPot>> DeepPot::Load(const std::string& path, DeepPotOptions options) {
   absl::StatusOr<Archive> archive = Archive::Open(path);
   if (!archive.ok()) return archive.status();
+  KeepFreedMemory();
   auto impl = std::make_unique<Impl>(*std::move(archive));
   impl->options = options;
   absl::StatusOr<torch::jit::Module> regular = impl->archive.LoadGraph(Graph::kRegular);
@@ -86,6 +94,8 @@ DeepPot::DeepPot(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 DeepPot::~DeepPot() = default;
 const ArchiveMetadata& DeepPot::metadata() const { return impl_->archive.metadata(); }
 const char* DeepPot::last_graph() const { return impl_->last_graph; }
+const ComputeTimes& DeepPot::times() const { return impl_->times; }
+void DeepPot::reset_times() { impl_->times = ComputeTimes(); }
 
 absl::Status DeepPot::Impl::Rebuild(const ComputeInput& in) {
   const ArchiveMetadata& m = archive.metadata();
@@ -199,9 +209,11 @@ absl::Status DeepPot::Impl::Rebuild(const ComputeInput& in) {
   // real neighbours must reach that much further so that no virtual neighbour within rcut is missed.
   double margin = 0;
   if (m.is_spin && static_cast<int64_t>(in.spin.size()) == 3 * n) margin = MaxVirtualDisplacement(m, in.atype, in.spin);
+  const Clock::time_point list_start = Clock::now();
   BuildNeighborList(absl::MakeConstSpan(c, 3 * nall_real), nloc_real, m.rcut + options.skin + margin, list);
   nlist = torch::empty({1, nloc_real, std::max<int64_t>(list.max_row(), 1)}, kI64);
   list.ToPadded(nlist.size(2), nlist.data_ptr<int64_t>());
+  times.neighbor_list_seconds += SecondsSince(list_start);
   return absl::OkStatus();
 }
 
@@ -249,7 +261,11 @@ absl::Status DeepPot::Impl::Prepare(const ComputeInput& in) {
     if (!std::isfinite(in.coord[k])) return Invalid(absl::StrCat("atom ", k / 3, " has a non-finite coordinate"));
   }
   if (in.ago == 0 || nall < 0) {
-    if (absl::Status st = Rebuild(in); !st.ok()) return st;
+    const Clock::time_point start = Clock::now();
+    absl::Status rebuilt = Rebuild(in);
+    times.rebuild_seconds += SecondsSince(start);
+    ++times.rebuilds;
+    if (!rebuilt.ok()) return rebuilt;
   } else if (n != nall || in.nlocal != nlocal) {
     return Invalid(absl::StrCat("ago = ", in.ago, " but the system changed from ", nlocal, " + ", nall - nlocal,
                                 " to ", in.nlocal, " + ", n - in.nlocal, " atoms; rebuild with ago = 0"));
@@ -298,13 +314,19 @@ absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
   Impl& s = *impl_;
   const ArchiveMetadata& m = s.archive.metadata();
   const int64_t n = static_cast<int64_t>(in.atype.size());
+  ++s.times.calls;
+  Clock::time_point start = Clock::now();
+  const double rebuild_before = s.times.rebuild_seconds;
   // On several ranks an error found on one rank must stop all of them here: otherwise its peers
   // would wait forever inside the graph's exchanges.
-  if (absl::Status st = AgreeAcrossRanks(s.Prepare(in), in.plan); !st.ok()) {
+  absl::Status agreed = AgreeAcrossRanks(s.Prepare(in), in.plan);
+  s.times.inputs_seconds += SecondsSince(start) - (s.times.rebuild_seconds - rebuild_before);
+  if (!agreed.ok()) {
     s.nall = -1;  // the cached topology may be half-built: rebuild on the next call
-    return st;
+    return agreed;
   }
 
+  start = Clock::now();
   std::vector<c10::IValue> inputs = {s.coord, s.atype};
   if (m.is_spin) inputs.push_back(s.spin);
   inputs.push_back(s.nlist);
@@ -314,6 +336,9 @@ absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
   inputs.push_back(in.atomic);
   if (s.use_with_comm) inputs.push_back(s.plan);
   c10::IValue returned;
+  // Plain interpretation: the profiling executor's differentiable subgraphs kept 60% more activations
+  // alive and ran 20-40% slower on the realistic DPA3 (docs/performance.md).
+  torch::jit::GraphOptimizerEnabledGuard plain_interpreter(s.options.optimize_graph);
   try {
     returned = s.use_with_comm ? s.with_comm->get_method("forward_lower_with_comm")(inputs)
                                : s.regular.get_method("forward_lower")(inputs);
@@ -322,6 +347,8 @@ absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
   } catch (const std::exception& e) {  // TorchScript's own exceptions (JITException) are not c10::Errors
     return absl::InternalError(absl::StrCat("model evaluation failed: ", e.what()));
   }
+  s.times.graph_seconds += SecondsSince(start);
+  start = Clock::now();
   const c10::Dict<c10::IValue, c10::IValue> result = returned.toGenericDict();
   s.last_graph = s.use_with_comm ? "with-comm" : "regular";
 
@@ -352,6 +379,7 @@ absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
       for (int k = 0; k < 9; ++k) out.atom_virial[9 * s.kept[r] + k] = av.data_ptr<double>()[9 * r + k];
     }
   }
+  s.times.outputs_seconds += SecondsSince(start);
   return absl::OkStatus();
 }
 

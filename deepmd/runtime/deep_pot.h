@@ -31,6 +31,9 @@ struct DeepPotOptions {
   // Check mode: run the with-comm graph even on one rank (ghosts filled by the self-exchange plan),
   // so that it can be compared with the regular graph.
   bool with_comm_on_one_rank = false;
+  // TorchScript's graph optimisations (profiling executor, differentiable subgraphs). Off by default:
+  // on these models they cost memory and time (docs/performance.md).
+  bool optimize_graph = false;
 };
 
 struct ComputeInput {
@@ -55,6 +58,17 @@ struct ComputeOutput {
   std::vector<double> atom_virial;     // [nall, 9] when atomic
 };
 
+// Where a DeepPot's calls spent their time since the last reset: the benchmarks' step breakdown.
+// A few clock reads per call.
+struct ComputeTimes {
+  int64_t calls = 0, rebuilds = 0;
+  double rebuild_seconds = 0;        // at ago == 0: compaction, plan or mapping, neighbour list
+  double neighbor_list_seconds = 0;  // the neighbour-list part of rebuild_seconds
+  double inputs_seconds = 0;         // validation, per-step refills and the ranks' agreement
+  double graph_seconds = 0;          // the TorchScript call: forward, backward and ghost exchanges
+  double outputs_seconds = 0;        // results back into the caller's rows
+};
+
 class DeepPot {
  public:
   static absl::StatusOr<std::unique_ptr<DeepPot>> Load(const std::string& path, DeepPotOptions options = {});
@@ -66,6 +80,8 @@ class DeepPot {
   void set_skin(double skin);
   // Which graph the last call ran (for tests and logs): "regular" or "with-comm".
   const char* last_graph() const;
+  const ComputeTimes& times() const;
+  void reset_times();
 
   absl::Status Compute(const ComputeInput& input, ComputeOutput& output);
 
