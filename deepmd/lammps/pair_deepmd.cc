@@ -41,6 +41,7 @@ PairDeepMD::PairDeepMD(LAMMPS* lmp) : Pair(lmp) {
 }
 
 PairDeepMD::~PairDeepMD() {
+  if (models_) profile_.WriteIfRequested();
   if (deviation_file_) fclose(deviation_file_);
   int finalized = 0;
   MPI_Finalized(&finalized);
@@ -162,6 +163,7 @@ void PairDeepMD::init_style() {
     if (!runs.ok()) error->all(FLERR, absl::StrCat("pair_style ", style, ": ", runs.message()));
   }
   models_->set_skin(neighbor->skin);
+  profile_.Reset(comm->me);
   model_generation_.assign(models_->size(), -1);
   cached_nall_ = -1;
   // No LAMMPS neighbour list is requested: the runtime builds its own at every rebuild.
@@ -174,6 +176,7 @@ double PairDeepMD::init_one(int i, int j) {
 
 void PairDeepMD::RebuildTopology() {
   const int nlocal = atom->nlocal, nghost = atom->nghost, nall = nlocal + nghost;
+  const auto start = deepmd::lammps::StepProfile::Clock::now();
   comm_mode_ = CommMode::kDiscoverSwaps;
   swaps_.BeginForward();
   comm->forward_comm_pair(this);
@@ -184,6 +187,7 @@ void PairDeepMD::RebuildTopology() {
       swaps_.BuildPlan(MPI_Comm_c2f(plan_comm_), comm->me, comm->nprocs, nlocal, nghost);
   StopIfAnyRankFailed(plan.status(), /*agreed=*/false);
   plan_ = std::move(*plan);
+  profile_.AddPlanDiscovery(start);
 
   atype_.resize(nall);
   const int* type = atom->type;
@@ -219,8 +223,10 @@ void PairDeepMD::CheckGhostCutoff(double margin) {
 void PairDeepMD::compute(int eflag, int vflag) {
   ev_init(eflag, vflag);
   const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  profile_.Begin(models_->model(0));
   GatherSpins(nall);
-  if (neighbor->ago == 0 || nall != cached_nall_) RebuildTopology();
+  const bool rebuild = neighbor->ago == 0 || nall != cached_nall_;
+  if (rebuild) RebuildTopology();
   input_.coord = absl::MakeConstSpan(nall > 0 ? atom->x[0] : nullptr, 3 * static_cast<size_t>(nall));
   input_.nlocal = nlocal;
   input_.atomic = eflag_atom || vflag_atom || cvflag_atom;
@@ -229,6 +235,7 @@ void PairDeepMD::compute(int eflag, int vflag) {
   AccumulateOutputs(outputs_[0]);
   ScatterMagneticForces(outputs_[0]);
   if (deviation_step) WriteDeviation();
+  profile_.End(models_->model(0), rebuild, nlocal, nall - nlocal);
 }
 
 void PairDeepMD::RunModels(bool deviation_step) {

@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "deepmd/lammps/pair_options.h"
 #include "deepmd/lammps/swap_pattern.h"
+#include "deepmd/lammps/step_profile.h"
 #include "deepmd/runtime/deep_pot.h"
 #include "deepmd/runtime/model_deviation.h"
 #include "pair.h"
@@ -92,6 +93,7 @@ class PairDeepMD : public Pair {
   std::vector<deepmd::runtime::ComputeOutput> outputs_;
   std::vector<std::vector<double>> folded_forces_;  // per model, [nall, 3], for the deviation
   FILE* deviation_file_ = nullptr;
+  deepmd::lammps::StepProfile profile_;
 };
 
 }  // namespace LAMMPS_NS
