@@ -1,6 +1,8 @@
-// The runtime's per-step cost against bare graph execution on the same tensors, and the neighbour
-// list's build time per atom. Usage: runtime_benchmark ARCHIVE [--atoms=4000] [--steps=10]
-// Writes a Markdown table; --json=FILE also writes JSON.
+// The runtime's per-step cost against bare graph execution on the same tensors, the graph's forward
+// pass alone, the neighbour list's build time per atom and the peak memory, for N atoms in a periodic
+// cube at liquid-water density. Usage: runtime_benchmark ARCHIVE [--atoms=4000] [--steps=3]
+// [--with_comm] [--json=FILE]. Writes a Markdown table; --json also writes JSON.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -9,6 +11,8 @@
 #include <vector>
 
 #include <ATen/Parallel.h>
+#include <sys/resource.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
 
 #include "absl/flags/flag.h"
@@ -21,11 +25,21 @@
 ABSL_FLAG(int, atoms, 4000, "atoms (liquid-water number density, 0.1 / A^3)");
 ABSL_FLAG(int, steps, 3, "timed steps without rebuild");
 ABSL_FLAG(std::string, json, "", "also write JSON here");
+ABSL_FLAG(bool, with_comm, false,
+          "run the with-comm graph, ghosts filled by the self-exchange plan (a rank's work on several ranks, "
+          "exchanges as local copies)");
+ABSL_FLAG(bool, bare, true, "also time bare graph execution and the forward pass alone");
 
 namespace {
 
 double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+double Median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n == 0 ? 0 : n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
 }
 
 }  // namespace
@@ -50,7 +64,9 @@ int main(int argc, char** argv) {
     for (int d : {x, y, z}) coord.push_back((d + 0.5) * side / per_side + jitter(rng));
     types.push_back(i % 3 == 0 ? 0 : 1);
   }
-  auto pot = deepmd::runtime::DeepPot::Load(args[1]);
+  deepmd::runtime::DeepPotOptions options;
+  options.with_comm_on_one_rank = absl::GetFlag(FLAGS_with_comm);
+  auto pot = deepmd::runtime::DeepPot::Load(args[1], options);
   if (!pot.ok()) {
     std::fprintf(stderr, "%s\n", std::string(pot.status().message()).c_str());
     return 1;
@@ -73,7 +89,11 @@ int main(int argc, char** argv) {
   in.coord = images.coord;
   in.atype = ext_types;
   in.nlocal = natoms;
-  in.mapping = images.owner;
+  if (options.with_comm_on_one_rank) {
+    in.plan = images.plan;
+  } else {
+    in.mapping = images.owner;
+  }
   deepmd::runtime::ComputeOutput out;
   t0 = std::chrono::steady_clock::now();
   if (auto s = (*pot)->Compute(in, out); !s.ok()) {
@@ -83,13 +103,15 @@ int main(int argc, char** argv) {
   const double t_rebuild = Seconds(t0);
   in.ago = 1;
   (*pot)->Compute(in, out);  // warm up
-  t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < steps; ++i) (*pot)->Compute(in, out);
-  const double t_step = Seconds(t0) / steps;
 
-  // Bare graph execution on the same tensors.
+  // Bare graph execution on the same tensors, as the runtime runs it (plain interpreter), timed in
+  // alternation with the runtime's steps so that both see the same machine; then the forward pass
+  // alone (atomic energies without gradients) for the forward/backward split.
+  const bool bare = absl::GetFlag(FLAGS_bare) && !options.with_comm_on_one_rank;
+  torch::jit::GraphOptimizerEnabledGuard plain_interpreter(false);
   auto archive = *deepmd::runtime::Archive::Open(args[1]);
   torch::jit::Module graph = *archive.LoadGraph(deepmd::runtime::Graph::kRegular);
+  graph.eval();  // as the runtime does
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64), i64 = torch::TensorOptions().dtype(torch::kInt64);
   torch::Tensor c = torch::from_blob(images.coord.data(), {1, nall, 3}, f64).clone();
   torch::Tensor owner = torch::from_blob(images.owner.data(), {1, nall}, i64).clone();
@@ -97,23 +119,74 @@ int main(int argc, char** argv) {
   torch::Tensor nlist = torch::empty({1, natoms, list.max_row()}, i64);
   list.ToPadded(list.max_row(), nlist.data_ptr<int64_t>());
   std::vector<c10::IValue> inputs = {c, t, nlist, owner, c10::IValue(), c10::IValue(), false};
-  graph.get_method("forward_lower")(inputs);  // warm up
-  t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < steps; ++i) graph.get_method("forward_lower")(inputs);
-  const double t_bare = Seconds(t0) / steps;
+  if (bare) graph.get_method("forward_lower")(inputs);  // warm up
+  std::vector<double> step_times, bare_times;
+  (*pot)->reset_times();
+  // Alternating which goes first (ABBA): whichever runs second in a pair was measured up to 13% apart
+  // from the first on this machine, for either, so the order must not favour one.
+  auto time_runtime = [&] {
+    t0 = std::chrono::steady_clock::now();
+    (*pot)->Compute(in, out);
+    step_times.push_back(Seconds(t0));
+  };
+  auto time_bare = [&] {
+    t0 = std::chrono::steady_clock::now();
+    graph.get_method("forward_lower")(inputs);
+    bare_times.push_back(Seconds(t0));
+  };
+  for (int i = 0; i < steps; ++i) {
+    if (!bare) {
+      time_runtime();
+    } else if (i % 2 == 0) {
+      time_runtime();
+      time_bare();
+    } else {
+      time_bare();
+      time_runtime();
+    }
+  }
+  const double t_step = Median(step_times), t_bare = bare ? Median(bare_times) : 0;
+  double t_forward = 0;
+  if (bare) {
+    torch::NoGradGuard no_grad;
+    torch::jit::Method energies = graph.attr("model").toModule().get_method("atomic_energies");
+    std::vector<c10::IValue> forward_inputs = {c, t, nlist, owner, c10::IValue(), c10::IValue(), c10::IValue()};
+    energies(forward_inputs);  // warm up
+    std::vector<double> forward_times;
+    for (int i = 0; i < steps; ++i) {
+      t0 = std::chrono::steady_clock::now();
+      energies(forward_inputs);
+      forward_times.push_back(Seconds(t0));
+    }
+    t_forward = Median(forward_times);
+  }
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  const double peak_bytes = 1024.0 * usage.ru_maxrss;
 
-  std::printf("%d atoms (%lld with images), %s, %d threads, mean of %d steps\n\n", natoms,
+  std::printf("%d atoms (%lld with images), %s, %d threads, median of %d steps\n\n", natoms,
               static_cast<long long>(nall), args[1], at::get_num_threads(), steps);
   std::printf("| what | time |\n|---|---|\n");
-  std::printf("| bare graph execution (forward_lower) | %.1f ms |\n", t_bare * 1e3);
   std::printf("| runtime step without rebuild | %.1f ms |\n", t_step * 1e3);
-  std::printf("| runtime overhead | %.1f %% |\n", 100 * (t_step - t_bare) / t_bare);
+  if (t_bare > 0) {
+    std::printf("| bare graph execution (forward_lower) | %.1f ms |\n", t_bare * 1e3);
+    std::printf("| runtime overhead | %.1f %% |\n", 100 * (t_step - t_bare) / t_bare);
+    std::printf("| forward pass alone (no gradients) | %.1f ms |\n", t_forward * 1e3);
+  }
+  const deepmd::runtime::ComputeTimes& parts = (*pot)->times();
+  std::printf("| of which graph call / inputs / outputs | %.1f / %.2f / %.2f ms |\n",
+              parts.graph_seconds / parts.calls * 1e3, parts.inputs_seconds / parts.calls * 1e3,
+              parts.outputs_seconds / parts.calls * 1e3);
   std::printf("| runtime step with rebuild | %.1f ms |\n", t_rebuild * 1e3);
   std::printf("| neighbour list build | %.2f us/atom (%.1f ms) |\n", t_nlist / natoms * 1e6, t_nlist * 1e3);
+  std::printf("| peak memory | %.0f MB (%.0f kB/atom) |\n", peak_bytes / 1e6, peak_bytes / natoms / 1e3);
   if (!absl::GetFlag(FLAGS_json).empty()) {
     FILE* f = std::fopen(absl::GetFlag(FLAGS_json).c_str(), "w");
-    std::fprintf(f, "{\"atoms\": %d, \"bare_s\": %.6e, \"step_s\": %.6e, \"rebuild_s\": %.6e, \"nlist_s\": %.6e}\n",
-                 natoms, t_bare, t_step, t_rebuild, t_nlist);
+    std::fprintf(f,
+                 "{\"atoms\": %d, \"rows\": %lld, \"with_comm\": %s, \"bare_s\": %.6e, \"forward_s\": %.6e, "
+                 "\"step_s\": %.6e, \"rebuild_s\": %.6e, \"nlist_s\": %.6e, \"peak_rss_bytes\": %.0f}\n",
+                 natoms, static_cast<long long>(nall), options.with_comm_on_one_rank ? "true" : "false", t_bare,
+                 t_forward, t_step, t_rebuild, t_nlist, peak_bytes);
     std::fclose(f);
   }
   return 0;
