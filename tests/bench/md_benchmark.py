@@ -120,6 +120,25 @@ def run_runtime(tools: dict, archive: str, natoms: int) -> dict:
         return json.load(f)
 
 
+def concurrency_ceiling(tools: dict, archive: str, natoms: int) -> dict:
+    """What two ranks can get on this machine with no communication at all: two independent processes
+    each evaluating half the system at the same time, against one of them alone. Their ratio bounds the
+    2-rank efficiency from above (shared memory bandwidth and caches, the hypervisor's vCPUs)."""
+    half = natoms // 2
+    outs = [os.path.join(os.path.dirname(archive), f"ceiling_{os.path.basename(archive)}_{k}.json") for k in range(3)]
+    command = [tools["runtime_benchmark"], archive, f"--atoms={half}", "--steps=3", "--bare=false"]
+    subprocess.run(command + [f"--json={outs[0]}"], check=True, stdout=subprocess.DEVNULL)
+    together = [subprocess.Popen(command + [f"--json={out}"], stdout=subprocess.DEVNULL) for out in outs[1:]]
+    if any(p.wait() != 0 for p in together):
+        raise RuntimeError("the concurrent runtime_benchmark runs failed")
+    times = []
+    for out in outs:
+        with open(out) as f:
+            times.append(json.load(f)["step_s"])
+    return {"atoms": natoms, "alone_s": times[0], "together_s": max(times[1:]),
+            "ceiling": times[0] / max(times[1:])}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(os.environ.get("BUILD_WORKING_DIRECTORY", "."), "bench_results"))
@@ -128,6 +147,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ranks", default="1,2")
     parser.add_argument("--steps", type=int, default=3, help="measured steps per run")
     parser.add_argument("--overhead-atoms", type=int, default=1000, help="system size of the overhead runs")
+    parser.add_argument("--ceiling-atoms", type=int, default=4000,
+                        help="system size of the 2-process concurrency ceiling (0: skip)")
     parser.add_argument("--tools", required=True, help="JSON: paths of lmp, run_mpi, runtime_benchmark, ...")
     args = parser.parse_args(argv)
     tools = json.loads(args.tools)
@@ -137,7 +158,7 @@ def main(argv=None) -> int:
     if os.geteuid() == 0:  # Open MPI refuses root unless told (the tests pass these through --test_env)
         os.environ.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 
-    results = {"machine": report.machine(), "lammps": [], "runtime": []}
+    results = {"machine": report.machine(), "lammps": [], "runtime": [], "ceiling": []}
     for model, archive in archives.items():
         sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else DEFAULT_SIZES[model]
         for natoms in sizes:
@@ -150,6 +171,10 @@ def main(argv=None) -> int:
         runtime = run_runtime(tools, archive, args.overhead_atoms)
         runtime["model"] = model
         results["runtime"].append(runtime)
+        if args.ceiling_atoms:
+            ceiling = concurrency_ceiling(tools, archive, args.ceiling_atoms)
+            ceiling["model"] = model
+            results["ceiling"].append(ceiling)
     with open(os.path.join(args.out, "md.json"), "w") as f:
         json.dump(results, f, indent=1)
     markdown = report.md_tables(results)

@@ -65,6 +65,13 @@ def md_tables(results: dict) -> str:
             out.append(f"| {r['model']} | {r['atoms']} | {r['step_s'] * 1e3:.1f} | {r['bare_s'] * 1e3:.1f} | "
                        f"{100 * (r['step_s'] - r['bare_s']) / r['bare_s']:.1f} | {r['forward_s'] * 1e3:.1f} | "
                        f"{(r['bare_s'] - r['forward_s']) * 1e3:.1f} |")
+    if results.get("ceiling"):
+        out += ["", "This machine's ceiling for 2 ranks: two independent processes, each evaluating half the "
+                "system at once, against one alone (no communication):", "",
+                "| model | atoms | half alone ms | both at once ms | ceiling |", "|---|---|---|---|---|"]
+        for c in results["ceiling"]:
+            out.append(f"| {c['model']} | {c['atoms']} | {c['alone_s'] * 1e3:.1f} | {c['together_s'] * 1e3:.1f} | "
+                       f"{c['ceiling']:.2f} |")
     return "\n".join(out) + "\n"
 
 
