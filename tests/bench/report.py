@@ -109,7 +109,7 @@ def md_plots(results: dict, directory: str) -> None:
     # Breakdown of the step at 2 ranks (shares), one bar per model and size.
     sel = sorted((r for r in rows if r["ranks"] == 2), key=lambda r: (r["model"], r["atoms"]))
     if sel:
-        fig, ax = plt.subplots(figsize=(11, 4))
+        fig, ax = plt.subplots(figsize=(13, 4))
         parts = list(sel[0]["breakdown_s"])
         bottom = np.zeros(len(sel))
         for part in parts:
@@ -119,7 +119,7 @@ def md_plots(results: dict, directory: str) -> None:
         ax.set_xticks(range(len(sel)))
         ax.set_xticklabels([f"{r['model']}\n{r['atoms']}" for r in sel], fontsize=7)
         ax.set_ylabel("% of the step (2 ranks)")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.tight_layout()
         fig.savefig(os.path.join(directory, "md_breakdown.png"), dpi=120)
         plt.close(fig)
