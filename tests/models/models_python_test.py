@@ -13,6 +13,7 @@ import torch
 
 from tests import unittest_main
 
+from deepmd.models.common import MLP, gather_rows, select_neighbors, smooth_switch
 from deepmd.models.config import build_model
 from deepmd.models.exchange_plan import encode
 from deepmd.models.model import RegularGraph, WithCommGraph
@@ -64,6 +65,59 @@ class ScriptedEqualsEagerTest(unittest.TestCase):
             for key in ("energy", "atom_energy", "force", "virial", "atom_virial"):
                 for o in (out, out_comm):
                     torch.testing.assert_close(o[key], eager[key], rtol=1e-12, atol=1e-12, msg=f"{name} {key}")
+
+
+def repflows_by_concatenation(d, coord, atype, nlist, mapping):
+    """DPA3's repflows as its definition reads: every layer MLP applied to concatenated features, every
+    layer's edges and angles updated. The model itself multiplies blocks of the first weight separately
+    and skips the last layer's unused updates; both must give this."""
+    nloc = nlist.shape[1]
+    index, rij, dist = select_neighbors(coord, nlist, nloc, d.e_rcut, d.e_sel)
+    mask = (index >= 0).to(coord.dtype)
+    sw_e = (smooth_switch(dist, d.e_rcut_smth, d.e_rcut) * mask).unsqueeze(-1)
+    edge = d.edge_embed(torch.exp(-(((dist.unsqueeze(-1) - d.rbf_centers) / d.rbf_width) ** 2)))
+    a = d.a_sel
+    ra, da = rij[:, :, :a, :], dist[:, :, :a]
+    sw_a = smooth_switch(da, d.a_rcut_smth, d.a_rcut) * mask[:, :, :a]
+    w_a = (sw_a.unsqueeze(-1) * sw_a.unsqueeze(-2)).unsqueeze(-1)
+    angle = d.angle_embed((torch.matmul(ra, ra.transpose(2, 3)) / (da.unsqueeze(-1) * da.unsqueeze(-2))).unsqueeze(-1))
+    node = d.type_embedding[atype[:, :nloc]]
+    for layer in d.layers:
+        node_ext = torch.gather(node, 1, mapping.unsqueeze(-1).expand(-1, -1, node.shape[2]))
+        pair = torch.cat([node.unsqueeze(2).expand(-1, -1, d.e_sel, -1), gather_rows(node_ext, index), edge], dim=-1)
+        node_next = node + layer.node_self(node) + (sw_e * layer.message(pair)).sum(2) / d.e_sel
+        edge_next = edge + layer.edge_update(pair)
+        ej = edge[:, :, :a, :].unsqueeze(3).expand(-1, -1, -1, a, -1)
+        ek = edge[:, :, :a, :].unsqueeze(2).expand(-1, -1, a, -1, -1)
+        angle = angle + layer.angle_update(torch.cat([angle, ej, ek], dim=-1))
+        from_angles = (w_a * layer.angle_to_edge(angle)).sum(3) / a
+        edge = torch.cat([edge_next[:, :, :a, :] + from_angles, edge_next[:, :, a:, :]], dim=2)
+        node = node_next
+    return node
+
+
+class ConcatenationFreeLayersTest(unittest.TestCase):
+    """The models' block-wise first-layer products against plain concatenation (eager, float64)."""
+
+    def test_mlp_project_finish(self):
+        mlp = MLP([5 + 3 + 4, 7, 6], seed=3, dtype=torch.float64)
+        g = torch.Generator().manual_seed(1)
+        centre = torch.randn(2, 1, 5, generator=g, dtype=torch.float64)    # broadcast over neighbours
+        neighbour = torch.randn(2, 9, 3, generator=g, dtype=torch.float64)
+        edge = torch.randn(2, 9, 4, generator=g, dtype=torch.float64)
+        expected = mlp(torch.cat([centre.expand(-1, 9, -1), neighbour, edge], dim=-1))
+        got = mlp.finish(mlp.project(centre, 0) + mlp.project(neighbour, 5) + mlp.project(edge, 8))
+        torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-13)
+
+    def test_repflows_equals_concatenated_definition(self):
+        cfg = copy.deepcopy(small_config("dpa3"))
+        cfg["descriptor"]["nlayers"] = 3
+        model = build_model(cfg)
+        _, _, s = system([8.0, 8.5, 9.0], 40, 5, model.rcut)
+        coord = s["coord"].to(torch.float64)
+        got = model.descriptor(coord, s["atype"], s["nlist"], s["mapping"], None)
+        expected = repflows_by_concatenation(model.descriptor, coord, s["atype"], s["nlist"], s["mapping"])
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
 class WithCommEqualsRegularTest(unittest.TestCase):
