@@ -8,8 +8,9 @@ namespace deepmd::runtime {
 // A step allocates and frees the same large activations in every layer (hundreds of MB at a few
 // thousand atoms). By default glibc serves each with a fresh mmap, so every step pays a page fault and
 // a kernel zero-fill per 4 KiB touched: on a 2-core machine that was a third of a DPA3 step. With
-// mmap off and trimming off, the heap keeps its pages and the next layer reuses them warm. The
-// process keeps its peak footprint (what an MD run needs anyway).
+// mmap off and the heap trimmed only beyond 2 GiB free at its top (mallopt takes an int), the next
+// layer reuses warm pages. The process keeps about its peak footprint (what an MD run needs anyway).
+// Process-wide: it applies to the host (LAMMPS) too, which allocates little per step.
 //
 // Set DEEPMD_MALLOC=system to leave glibc's defaults alone.
 void KeepFreedMemory();

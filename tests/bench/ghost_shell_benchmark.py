@@ -32,7 +32,7 @@ def runtime_step(tools: dict, archive: str, natoms: int, with_comm: bool, out: s
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(os.environ.get("BUILD_WORKING_DIRECTORY", "."), "bench_results"))
-    parser.add_argument("--model", default="dpa3")
+    parser.add_argument("--model", default="dpa3", choices=sorted(systems.CONFIGS))
     parser.add_argument("--sides", default="15,20,30,40", help="subdomain edges (Å)")
     parser.add_argument("--skin", type=float, default=1.0)
     parser.add_argument("--reference-atoms", type=int, default=3000,
@@ -77,26 +77,10 @@ def main(argv=None) -> int:
         print(f"a = {side:4.0f} Å: ours {row['ours_s']:.2f} s, ghost shell {row['shell_s']:.2f} s "
               f"({row['work_ratio']:.1f}x)", flush=True)
 
-    results = {"machine": machine, "model": args.model, "reference": reference, "rows": rows}
-    with open(os.path.join(args.out, "ghost_shell.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    lines = [f"{args.model}: {layers} layers, rcut {rcut} Å, skin {args.skin} Å; regular graph per-atom cost "
-             f"{per_atom_s * 1e3:.2f} ms and {per_atom_bytes / 1e6:.2f} MB at {args.reference_atoms} atoms. "
-             "'est.' = extrapolated from that (would need more than "
-             f"{args.memory_fraction:.0%} of this machine's memory).", "",
-             "| subdomain (Å) | local atoms | ghost-shell atoms | ours s/step | ghost shell s/step | work ratio | "
-             "ours GB | ghost shell GB |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        def tag(measured):
-            return "" if measured else " (est.)"
-        lines.append(f"| {r['side']:g} | {r['local_atoms']} | {r['ghost_shell_atoms']} | "
-                     f"{r['ours_s']:.2f}{tag(r['ours_measured'])} | {r['shell_s']:.2f}{tag(r['shell_measured'])} | "
-                     f"{r['work_ratio']:.1f}x | {r['ours_bytes'] / 1e9:.1f} | {r['shell_bytes'] / 1e9:.1f} |")
-    markdown = "\n".join(lines) + "\n"
-    with open(os.path.join(args.out, "ghost_shell.md"), "w") as f:
-        f.write(markdown)
+    results = {"machine": machine, "model": args.model, "skin": args.skin, "memory_fraction": args.memory_fraction,
+               "reference": reference, "rows": rows}
+    report.save(args.out, "ghost_shell", results, report.ghost_shell_table(results))
     report.ghost_shell_plot(results, args.out)
-    print(markdown)
     return 0
 
 

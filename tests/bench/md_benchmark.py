@@ -151,6 +151,11 @@ def main(argv=None) -> int:
                         help="system size of the 2-process concurrency ceiling (0: skip)")
     parser.add_argument("--tools", required=True, help="JSON: paths of lmp, run_mpi, runtime_benchmark, ...")
     args = parser.parse_args(argv)
+    unknown = set(args.models.split(",")) - set(systems.CONFIGS)
+    if unknown:
+        parser.error(f"unknown model(s) {sorted(unknown)}: choose from {sorted(systems.CONFIGS)}")
+    if not set(args.ranks.split(",")) <= {"1", "2"}:
+        parser.error("--ranks: 1 and/or 2 (the targets are 2-rank ratios on a 2-core machine)")
     tools = json.loads(args.tools)
     os.makedirs(args.out, exist_ok=True)
     workdir = os.path.join(args.out, "runs")
@@ -175,13 +180,8 @@ def main(argv=None) -> int:
             ceiling = concurrency_ceiling(tools, archive, args.ceiling_atoms)
             ceiling["model"] = model
             results["ceiling"].append(ceiling)
-    with open(os.path.join(args.out, "md.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    markdown = report.md_tables(results)
-    with open(os.path.join(args.out, "md.md"), "w") as f:
-        f.write(markdown)
+    report.save(args.out, "md", results, report.md_tables(results))
     report.md_plots(results, args.out)
-    print(markdown)
     return 0
 
 

@@ -1,5 +1,6 @@
 """Tables and plots of the benchmarks' results (Markdown and PNG, Debian's matplotlib)."""
 
+import json
 import os
 import platform
 import subprocess
@@ -18,6 +19,15 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(os.sysconf("SC_PAGE_SIZE") *
                                                                       os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1),
             "kernel": platform.release(), "mpi": mpi.stdout.splitlines()[0] if mpi.stdout else "unknown"}
+
+
+def save(directory: str, stem: str, results: dict, markdown: str) -> None:
+    """STEM.json and STEM.md in the results folder; the Markdown also goes to stdout."""
+    with open(os.path.join(directory, stem + ".json"), "w") as f:
+        json.dump(results, f, indent=1)
+    with open(os.path.join(directory, stem + ".md"), "w") as f:
+        f.write(markdown)
+    print(markdown)
 
 
 def _pairs(results):
@@ -135,6 +145,28 @@ def md_plots(results: dict, directory: str) -> None:
     fig.tight_layout()
     fig.savefig(os.path.join(directory, "md_memory.png"), dpi=120)
     plt.close(fig)
+
+
+def ghost_shell_table(results: dict) -> str:
+    reference, rows = results["reference"], results["rows"]
+    per_atom_s = reference["step_s"] / reference["atoms"]
+    per_atom_bytes = reference["peak_rss_bytes"] / reference["atoms"]
+    first = rows[0]
+    lines = [f"{results['model']}: {first['layers']} layers, rcut {first['rcut']} Å, skin {results['skin']} Å; regular "
+             f"graph per-atom cost {per_atom_s * 1e3:.2f} ms and {per_atom_bytes / 1e6:.2f} MB at {reference['atoms']} "
+             f"atoms. 'est.' = extrapolated from that (would need more than {results['memory_fraction']:.0%} of this "
+             "machine's memory).", "",
+             "| subdomain (Å) | local atoms | ghost-shell atoms | ours s/step | ghost shell s/step | work ratio | "
+             "ours GB | ghost shell GB |", "|---|---|---|---|---|---|---|---|"]
+
+    def tag(measured):
+        return "" if measured else " (est.)"
+
+    for r in rows:
+        lines.append(f"| {r['side']:g} | {r['local_atoms']} | {r['ghost_shell_atoms']} | "
+                     f"{r['ours_s']:.2f}{tag(r['ours_measured'])} | {r['shell_s']:.2f}{tag(r['shell_measured'])} | "
+                     f"{r['work_ratio']:.1f}x | {r['ours_bytes'] / 1e9:.1f} | {r['shell_bytes'] / 1e9:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def ghost_shell_plot(results: dict, directory: str) -> None:
