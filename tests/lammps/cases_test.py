@@ -219,6 +219,37 @@ class Case:
         assert not problems, "\n".join(problems)
 
 
+    def profile(self):
+        """DEEPMD_PROFILE: each rank's file covers the last run only: its setup (a rebuild) and its 4 steps
+        (none rebuild, as LAMMPS's own count says), the atoms it owned, and exchange time inside graph
+        time inside pair time (what tests/bench reads)."""
+        lengths = (16.0, 10.0, 10.0)
+        positions = harness.random_positions(self.rng, np.zeros(3), np.array(lengths), 110, 1.6)
+        system = harness.System(positions, self.rng.integers(1, 3, len(positions)), lengths, 2)
+        prefix = os.path.join(self.work, "profile")
+        os.environ["DEEPMD_PROFILE"] = prefix
+        try:
+            result = self.lammps.run("profile", 2, system,
+                                     harness.lammps_input(self.model("dpa3"), grid="2 1 1", steps=4, skin=2.0))
+        finally:
+            del os.environ["DEEPMD_PROFILE"]
+        assert "Neighbor list builds = 0" in result.output, "the 4 steps rebuilt the topology"
+        owned = 0
+        for rank in range(2):
+            with open(f"{prefix}.rank{rank}.json") as f:
+                p = json.load(f)
+            steady, rebuild = p["steady"], p["rebuild"]
+            assert (steady["steps"], rebuild["steps"]) == (4, 1), (rank, steady["steps"], rebuild["steps"])
+            for bucket in (steady, rebuild):
+                exchanges = bucket["exchange_forward_seconds"] + bucket["exchange_reverse_seconds"]
+                assert 0 < exchanges < bucket["graph_seconds"] < bucket["pair_seconds"], (rank, bucket)
+            assert steady["rebuild_seconds"] == 0 and 0 < rebuild["neighbor_list_seconds"] <= rebuild["rebuild_seconds"]
+            assert p["plan_discovery_seconds"] > 0 and p["peak_rss_bytes"] > 0 and p["nghost"] > 0
+            owned += p["nlocal"]
+        assert owned == len(positions), owned
+        print("profile: OK")
+
+
 def main(argv):
     lmp, run_mpi, archive_dir, dp_eval = (os.path.abspath(a) for a in argv[2:6])  # argv[1]: the ops library
     case = argv[6]
