@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -356,6 +357,14 @@ void PairDeepMD::WriteDeviation() {
 void PairDeepMD::StopIfAnyRankFailed(const absl::Status& status, bool agreed) {
   // Statuses the runtime returns are already agreed: if this rank is fine, so is every rank.
   if (agreed && status.ok()) return;
+  // This rank left a with-comm graph midway: its peers may wait in an exchange it will never reach, so
+  // no collective can follow. Abort the job with this rank's message (MPI_Abort stops every rank).
+  if (deepmd::runtime::PeersMayBeInExchange(status)) {
+    const std::string message = absl::StrFormat("pair_style %s: %s", force->pair_style, status.message());
+    // error->one writes only to this rank's screen, which LAMMPS gives rank 0 alone.
+    if (screen == nullptr) std::fprintf(stderr, "ERROR on proc %d: %s\n", comm->me, message.c_str());
+    error->one(FLERR, message);
+  }
   const bool own_failure = !status.ok() && !deepmd::runtime::IsPeerFailure(status);
   int mine = own_failure ? comm->me : INT_MAX, first = INT_MAX;
   MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, world);

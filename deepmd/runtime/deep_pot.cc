@@ -51,6 +51,7 @@ void ConfigureThreads(bool multi_rank) {
 }
 
 constexpr char kPeerFailurePayload[] = "deepmd.runtime/peer-failure";
+constexpr char kInsideExchangesPayload[] = "deepmd.runtime/failed-inside-exchanges";
 
 struct DeepPot::Impl {
   Archive archive;
@@ -66,6 +67,7 @@ struct DeepPot::Impl {
   int64_t nall_real = 0, nloc_real = 0;    // without NULL atoms
   std::vector<int64_t> kept;               // compacted row -> original row
   bool use_with_comm = false;
+  bool multi_rank = false;  // the plan spans several ranks
   torch::Tensor atype, nlist, mapping, plan;  // compacted
   torch::Tensor coord, spin, fparam, aparam;  // compacted, refilled every step
   NeighborList list;
@@ -132,7 +134,7 @@ absl::Status DeepPot::Impl::Rebuild(const ComputeInput& in) {
     }
     view = *parsed;
   }
-  const bool multi_rank = view && view->size() > 1;
+  multi_rank = view && view->size() > 1;
   if (!threads_configured) {
     ConfigureThreads(multi_rank);
     threads_configured = true;
@@ -305,6 +307,10 @@ absl::Status CheckRunsOnRanks(const ArchiveMetadata& m, const std::string& name,
 
 bool IsPeerFailure(const absl::Status& status) { return status.GetPayload(kPeerFailurePayload).has_value(); }
 
+bool PeersMayBeInExchange(const absl::Status& status) {
+  return status.GetPayload(kInsideExchangesPayload).has_value();
+}
+
 void DeepPot::set_skin(double skin) {
   impl_->options.skin = skin;
   impl_->nall = -1;
@@ -339,13 +345,20 @@ absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
   // Plain interpretation: the profiling executor's differentiable subgraphs kept 60% more activations
   // alive and ran 20-40% slower on the realistic DPA3 (docs/performance.md).
   torch::jit::GraphOptimizerEnabledGuard plain_interpreter(s.options.optimize_graph);
+  std::string failure;
   try {
     returned = s.use_with_comm ? s.with_comm->get_method("forward_lower_with_comm")(inputs)
                                : s.regular.get_method("forward_lower")(inputs);
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("model evaluation failed: ", e.what_without_backtrace()));
+    failure = e.what_without_backtrace();
   } catch (const std::exception& e) {  // TorchScript's own exceptions (JITException) are not c10::Errors
-    return absl::InternalError(absl::StrCat("model evaluation failed: ", e.what()));
+    failure = e.what();
+  }
+  if (!failure.empty()) {
+    absl::Status status = absl::InternalError(absl::StrCat("model evaluation failed: ", failure));
+    // Peers may be waiting in an exchange this rank will not reach: no agreement can follow.
+    if (s.use_with_comm && s.multi_rank) status.SetPayload(kInsideExchangesPayload, absl::Cord(failure));
+    return status;
   }
   s.times.graph_seconds += SecondsSince(start);
   start = Clock::now();

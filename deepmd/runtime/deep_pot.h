@@ -102,6 +102,12 @@ absl::Status CheckRunsOnRanks(const ArchiveMetadata& metadata, const std::string
 // than its own: the failing rank's own message is the one worth showing.
 bool IsPeerFailure(const absl::Status& status);
 
+// Whether `status` is an error raised while this rank was inside a with-comm graph on several ranks.
+// Its peers may then be waiting in one of the graph's ghost exchanges for a message that will never
+// come, so no collective (not even an agreement) can follow: the caller must abort the job (LAMMPS:
+// error->one, i.e. MPI_Abort) with this rank's message.
+bool PeersMayBeInExchange(const absl::Status& status);
+
 // For spin models: the largest distance between a real atom and its virtual atom (virtual_scale * |S|).
 // Neighbour lists reach this much beyond rcut; on several ranks the ghost shell (rcut + skin) must too.
 double MaxVirtualDisplacement(const ArchiveMetadata& metadata, absl::Span<const int> atype,

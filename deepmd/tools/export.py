@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+from typing import Optional
 
 import torch
 
@@ -108,6 +109,12 @@ def export(config: dict, out_path: str) -> dict:
             raise RuntimeError(f"the with-comm graph differs from the regular graph by {worst:.3e} (relative) on a "
                                f"self-exchange system; tolerance {tolerance:.0e}. Nothing was written.")
     meta = metadata(model, config, with_comm is not None)
+    write_archive(out_path, meta, regular, with_comm)
+    return meta
+
+
+def write_archive(out_path: str, meta: dict, regular: bytes, with_comm: Optional[bytes]) -> None:
+    """Writes the archive beside its target and renames it into place (never a half-written file)."""
     out_path = os.path.abspath(out_path)
     staging = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(out_path))
     try:
@@ -122,7 +129,6 @@ def export(config: dict, out_path: str) -> dict:
         os.replace(staged, out_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return meta
 
 
 def main(argv=None) -> int:

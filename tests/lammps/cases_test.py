@@ -7,28 +7,66 @@ on 2 ranks == on 1 rank, and its values == those computed here from each model's
 standalone: 1 rank in LAMMPS == the runtime's standalone evaluation (dp_eval). failures: bad inputs
 exit non-zero with a message that names the cause, within a timeout, on several ranks.
 """
+import io
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from typing import Dict, Optional
 
 import numpy as np
+import torch
 
 from tests.lammps import harness
 from tests.lammps.models import FP64, archive_path
 
 RNG_SEED = 4242
+INJECTED_FAILURE = "injected failure inside the with-comm graph on rank 1"
+
+
+class FailsOnRank1(torch.nn.Module):
+    """Wraps a with-comm graph and raises on rank 1 before its first exchange (a failure only one rank
+    meets, like running out of memory): the other rank is then waiting inside that exchange."""
+
+    __constants__ = ["message"]
+
+    def __init__(self, with_comm):
+        super().__init__()
+        self.with_comm = with_comm
+        self.message = INJECTED_FAILURE
+
+    @torch.jit.export
+    def forward_lower_with_comm(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor,
+                                fparam: Optional[torch.Tensor], aparam: Optional[torch.Tensor],
+                                do_atomic_virial: bool, plan: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if int(plan[4]) == 1:  # the plan's rank word (docs/exchange_plan.md)
+            raise RuntimeError(self.message)
+        return self.with_comm.forward_lower_with_comm(coord, atype, nlist, fparam, aparam, do_atomic_virial, plan)
 
 
 class Case:
-    def __init__(self, lmp, run_mpi, archive_dir, dp_eval, work):
+    def __init__(self, ops_library, lmp, run_mpi, archive_dir, dp_eval, work):
         self.lammps = harness.Lammps(lmp, run_mpi, work)
+        self.ops_library = ops_library
         self.archive_dir, self.dp_eval, self.work = archive_dir, dp_eval, work
         self.rng = np.random.default_rng(RNG_SEED)
 
     def model(self, name, elements="O H", **kwargs):
         return harness.Model(archive_path(self.archive_dir, name), elements, **kwargs)
+
+    def failing_model(self):
+        """dpa3 whose with-comm graph raises on rank 1 only, so rank 0 waits in the first exchange."""
+        from deepmd.tools.export import REGULAR_ENTRY, WITH_COMM_ENTRY, write_archive
+        torch.ops.load_library(self.ops_library)
+        reader = torch._C.PyTorchFileReader(archive_path(self.archive_dir, "dpa3"))
+        with_comm = torch.jit.load(io.BytesIO(bytes(reader.get_record(WITH_COMM_ENTRY))))
+        buffer = io.BytesIO()
+        torch.jit.save(torch.jit.script(FailsOnRank1(with_comm)), buffer)
+        path = os.path.join(self.work, "fails_on_rank1.pt2")
+        write_archive(path, json.loads(bytes(reader.get_record("metadata.json"))),
+                      bytes(reader.get_record(REGULAR_ENTRY)), buffer.getvalue())
+        return harness.Model(path, "O H")
 
     def parity(self, label, system, grids, script_for_grid, tolerance=FP64):
         reference = self.lammps.run(f"{label}_ref", 1, system, script_for_grid("1 1 1"))
@@ -178,7 +216,8 @@ class Case:
         print("standalone: LAMMPS (1 rank) == dp_eval: energy, forces, virial")
 
     def failures(self):
-        """Each bad input exits non-zero with its message, within 60 s, on 2 ranks (4 for the missing archive)."""
+        """Each bad input exits non-zero with its message, within 60 s, on 2 ranks (4 for the missing archive),
+        and so does a graph that fails on one rank while the other waits in an exchange."""
         system = harness.dense_system(self.rng, (14.0, 12.0, 12.0), 60, 2)
         dpa3 = self.model("dpa3")
         cases = [
@@ -198,6 +237,8 @@ class Case:
             ("missing_archive", 4, harness.lammps_input(dpa3, grid="2 2 1").replace("dpa3.pt2", "missing.pt2"),
              "missing.pt2"),
         ]
+        cases.append(("rank_fails_in_graph", 2, harness.lammps_input(self.failing_model(), grid="2 1 1"),
+                      INJECTED_FAILURE))
         corrupt = os.path.join(self.work, "corrupt.pt2")
         with open(corrupt, "wb") as f:
             f.write(b"PK\x03\x04 this is not a model archive")
@@ -251,10 +292,10 @@ class Case:
 
 
 def main(argv):
-    lmp, run_mpi, archive_dir, dp_eval = (os.path.abspath(a) for a in argv[2:6])  # argv[1]: the ops library
+    ops_library, lmp, run_mpi, archive_dir, dp_eval = (os.path.abspath(a) for a in argv[1:6])
     case = argv[6]
     with tempfile.TemporaryDirectory() as work:
-        getattr(Case(lmp, run_mpi, archive_dir, dp_eval, work), case)()
+        getattr(Case(ops_library, lmp, run_mpi, archive_dir, dp_eval, work), case)()
     return 0
 
 
