@@ -63,11 +63,11 @@ struct DeepPot::Impl {
   ComputeTimes times;
 
   // Topology, rebuilt when ago == 0.
-  int64_t nall = -1, nlocal = -1;          // as given
-  int64_t nall_real = 0, nloc_real = 0;    // without NULL atoms
-  std::vector<int64_t> kept;               // compacted row -> original row
+  int64_t nall = -1, nlocal = -1;        // as given
+  int64_t nall_real = 0, nloc_real = 0;  // without NULL atoms
+  std::vector<int64_t> kept;             // compacted row -> original row
   bool use_with_comm = false;
-  bool multi_rank = false;  // the plan spans several ranks
+  bool multi_rank = false;                    // the plan spans several ranks
   torch::Tensor atype, nlist, mapping, plan;  // compacted
   torch::Tensor coord, spin, fparam, aparam;  // compacted, refilled every step
   NeighborList list;
@@ -229,7 +229,8 @@ absl::Status DeepPot::Impl::FillStep(const ComputeInput& in) {
   }
   if (m.is_spin) {
     if (static_cast<int64_t>(in.spin.size()) != 3 * nall) {
-      return Invalid(absl::StrCat("spin has ", in.spin.size(), " values; a spin model needs 3 per atom (", 3 * nall, ")"));
+      return Invalid(
+          absl::StrCat("spin has ", in.spin.size(), " values; a spin model needs 3 per atom (", 3 * nall, ")"));
     }
     double* s = spin.data_ptr<double>();
     for (int64_t r = 0; r < nall_real; ++r) {
@@ -269,8 +270,8 @@ absl::Status DeepPot::Impl::Prepare(const ComputeInput& in) {
     ++times.rebuilds;
     if (!rebuilt.ok()) return rebuilt;
   } else if (n != nall || in.nlocal != nlocal) {
-    return Invalid(absl::StrCat("ago = ", in.ago, " but the system changed from ", nlocal, " + ", nall - nlocal,
-                                " to ", in.nlocal, " + ", n - in.nlocal, " atoms; rebuild with ago = 0"));
+    return Invalid(absl::StrCat("ago = ", in.ago, " but the system changed from ", nlocal, " + ", nall - nlocal, " to ",
+                                in.nlocal, " + ", n - in.nlocal, " atoms; rebuild with ago = 0"));
   }
   return FillStep(in);
 }
@@ -290,9 +291,10 @@ absl::Status AgreeAcrossRanks(const absl::Status& local, absl::Span<const int32_
   int failed_rank = local.ok() ? -1 : plan[ops::kRank], first_failed = -1;
   if (MPI_Allreduce(&failed_rank, &first_failed, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS) return local;
   if (!local.ok() || first_failed < 0) return local;
-  absl::Status peer = absl::FailedPreconditionError(absl::StrCat(
-      "rank ", first_failed, " could not evaluate its atoms (its own message says why), so every rank stops "
-      "before the collective ghost exchanges"));
+  absl::Status peer = absl::FailedPreconditionError(
+      absl::StrCat("rank ", first_failed,
+                   " could not evaluate its atoms (its own message says why), so every rank stops "
+                   "before the collective ghost exchanges"));
   peer.SetPayload(kPeerFailurePayload, absl::Cord(std::to_string(first_failed)));
   return peer;
 }
@@ -307,9 +309,7 @@ absl::Status CheckRunsOnRanks(const ArchiveMetadata& m, const std::string& name,
 
 bool IsPeerFailure(const absl::Status& status) { return status.GetPayload(kPeerFailurePayload).has_value(); }
 
-bool PeersMayBeInExchange(const absl::Status& status) {
-  return status.GetPayload(kInsideExchangesPayload).has_value();
-}
+bool PeersMayBeInExchange(const absl::Status& status) { return status.GetPayload(kInsideExchangesPayload).has_value(); }
 
 void DeepPot::set_skin(double skin) {
   impl_->options.skin = skin;
