@@ -345,7 +345,7 @@ absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
   // Plain interpretation: the profiling executor's differentiable subgraphs kept 60% more activations
   // alive and ran 20-40% slower on the realistic DPA3 (docs/performance.md).
   torch::jit::GraphOptimizerEnabledGuard plain_interpreter(s.options.optimize_graph);
-  std::string failure;
+  std::optional<std::string> failure;
   try {
     returned = s.use_with_comm ? s.with_comm->get_method("forward_lower_with_comm")(inputs)
                                : s.regular.get_method("forward_lower")(inputs);
@@ -354,10 +354,10 @@ absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
   } catch (const std::exception& e) {  // TorchScript's own exceptions (JITException) are not c10::Errors
     failure = e.what();
   }
-  if (!failure.empty()) {
-    absl::Status status = absl::InternalError(absl::StrCat("model evaluation failed: ", failure));
+  if (failure) {
+    absl::Status status = absl::InternalError(absl::StrCat("model evaluation failed: ", *failure));
     // Peers may be waiting in an exchange this rank will not reach: no agreement can follow.
-    if (s.use_with_comm && s.multi_rank) status.SetPayload(kInsideExchangesPayload, absl::Cord(failure));
+    if (s.use_with_comm && s.multi_rank) status.SetPayload(kInsideExchangesPayload, absl::Cord(*failure));
     return status;
   }
   s.times.graph_seconds += SecondsSince(start);
