@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -40,6 +41,15 @@ double Median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const size_t n = values.size();
   return n == 0 ? 0 : n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
+// A failed step would be timed as if it were one: stop with the runtime's message instead.
+void ComputeOrExit(deepmd::runtime::DeepPot& pot, const deepmd::runtime::ComputeInput& in,
+                   deepmd::runtime::ComputeOutput& out) {
+  if (absl::Status s = pot.Compute(in, out); !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    std::exit(1);
+  }
 }
 
 }  // namespace
@@ -96,13 +106,10 @@ int main(int argc, char** argv) {
   }
   deepmd::runtime::ComputeOutput out;
   t0 = std::chrono::steady_clock::now();
-  if (auto s = (*pot)->Compute(in, out); !s.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
-    return 1;
-  }
+  ComputeOrExit(**pot, in, out);
   const double t_rebuild = Seconds(t0);
   in.ago = 1;
-  (*pot)->Compute(in, out);  // warm up
+  ComputeOrExit(**pot, in, out);  // warm up
 
   // Bare graph execution on the same tensors, as the runtime runs it (plain interpreter), timed in
   // alternation with the runtime's steps so that both see the same machine; then the forward pass
@@ -126,7 +133,7 @@ int main(int argc, char** argv) {
   // from the first on this machine, for either, so the order must not favour one.
   auto time_runtime = [&] {
     t0 = std::chrono::steady_clock::now();
-    (*pot)->Compute(in, out);
+    ComputeOrExit(**pot, in, out);
     step_times.push_back(Seconds(t0));
   };
   auto time_bare = [&] {

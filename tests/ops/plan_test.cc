@@ -172,7 +172,9 @@ TEST(CompactPlanTest, DropsRowsConsistently) {
   small_labels[0] = 100, small_labels[1] = 102, small_labels[2] = 103;
   const std::vector<int32_t> got = Simulate(small, small_labels);
   for (int r = 0; r < 10; ++r) {
-    if (new_row[r] >= 0) EXPECT_EQ(got[new_row[r]], full[r]) << "row " << r;
+    if (new_row[r] >= 0) {
+      EXPECT_EQ(got[new_row[r]], full[r]) << "row " << r;
+    }
   }
   EXPECT_FALSE(CompactPlan(plan, std::vector<int32_t>(3, 0)).ok());
 }
