@@ -43,8 +43,8 @@ double MedianSeconds(MPI_Comm comm, int repeats, F f) {
 
 // A floor for an exchange of scattered rows between two ranks of one host: only the copies it must
 // make, with no packing and no transport. Each rank reads the rows its peer sends straight out of the
-// peer's memory (an MPI shared-memory window) into its ghost rows. An out-of-place exchange must also copy the owned
-// rows into its result. Both are -1 when the two ranks do not share memory.
+// peer's memory (an MPI shared-memory window) into its ghost rows. An out-of-place exchange must also
+// copy the owned rows into its result. Both are -1 when the two ranks do not share memory.
 struct Floors {
   double in_place = -1, out_of_place = -1;
 };
