@@ -9,6 +9,8 @@ PACKAGES=(
   libtorch-dev             # LibTorch 1.13.1 (CPU) headers and libraries
   python3-torch            # the same torch for /usr/bin/python3 (scripting models, Python tests)
   python3-numpy            # used by torch's Python tensors printing and test helpers
+  python3-h5py             # reads deepmd-kit .dp model files (HDF5)
+  python3-yaml             # reads deepmd-kit .yaml model files
   libopenmpi-dev           # OpenMPI 4.1 headers and libmpi
   openmpi-bin              # mpirun
   libabsl-dev              # Abseil (Status, StatusOr, flags, strings)
