@@ -26,6 +26,8 @@ _KNOWN_VARIABLES = {"bias_atom_e", "fparam_avg", "fparam_inv_std", "aparam_avg",
 
 
 class EnergyFitting(torch.nn.Module):
+    remove_vacuum: List[bool]
+
     def __init__(self, node: Dict[str, Any], where: str = "model.fitting"):
         super().__init__()
         if node.get("@class", "Fitting") != "Fitting" or node.get("type", "ener") != "ener":
@@ -54,8 +56,8 @@ class EnergyFitting(torch.nn.Module):
         self.dim_aparam = int(node.get("numb_aparam", 0) or 0)
         self.dim_case_embd = int(node.get("dim_case_embd", 0) or 0)
         self.use_aparam_as_mask = bool(node.get("use_aparam_as_mask", False))
-        # Attributes TorchScript needs typed even when unused.
-        self.use_aparam: bool = self.dim_aparam > 0 and not self.use_aparam_as_mask
+        # use_aparam_as_mask: deepmd-kit then leaves aparam out of the net input (and uses it nowhere else).
+        self.use_aparam = self.dim_aparam > 0 and not self.use_aparam_as_mask
 
         self.nets = NetworkCollection(require(node, where, "nets"), where + ".nets")
         self.mixed_types = bool(node.get("mixed_types", True))
@@ -112,7 +114,7 @@ class EnergyFitting(torch.nn.Module):
             # Types beyond the list are also subtracted (deepmd-kit's `not (len > t and not remove[t])`).
             remove = remove + [True] * max(0, self.ntypes - len(remove))
         self.has_vacuum = len(remove) > 0
-        self.remove_vacuum: List[bool] = remove if self.mixed_types is False else [self.has_vacuum]
+        self.remove_vacuum = remove
 
         exclude = [int(t) for t in node.get("exclude_types", []) or []]
         keep = torch.ones(self.ntypes, dtype=torch.bool)

@@ -2,7 +2,7 @@
 graph of this project on a reference case the way deepmd-kit's DeepEval does: coordinates wrapped into
 the cell, periodic images out to rcut, ghost forces and atomic virials folded onto their owners.
 
-The fixtures folder is $DEEPMD_KIT_FIXTURES, else ../shared/deepmd-kit beside the repository."""
+The fixtures folder: see fixtures_dir()."""
 
 import json
 import os
@@ -15,7 +15,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def fixtures_dir() -> str:
-    path = os.environ.get("DEEPMD_KIT_FIXTURES") or os.path.join(os.path.dirname(REPO), "shared", "deepmd-kit")
+    """$DEEPMD_KIT_FIXTURES; under bazel test the @deepmd_kit_fixtures runfiles; else ../shared/deepmd-kit."""
+    path = os.environ.get("DEEPMD_KIT_FIXTURES", "")
+    runfiles = os.path.join(os.environ.get("TEST_SRCDIR", ""), "deepmd_kit_fixtures")
+    if not path and os.environ.get("TEST_SRCDIR") and os.path.isdir(os.path.join(runfiles, "models")):
+        path = runfiles
+    path = path or os.path.join(os.path.dirname(REPO), "shared", "deepmd-kit")
     if not os.path.isdir(os.path.join(path, "models")):
         raise FileNotFoundError(f"deepmd-kit fixtures not found at {path} (set DEEPMD_KIT_FIXTURES)")
     return path
