@@ -80,7 +80,7 @@ void PairDeepMD::settings(int narg, char** arg) {
     error->all(FLERR, absl::StrFormat("'%s' is %sa spin model: use pair_style %s", options_.models[0],
                                       m.is_spin ? "" : "not ", m.is_spin ? "deepmd/spin" : "deepmd"));
   }
-  if (static_cast<int>(options_.fparam.size()) != m.dim_fparam) {
+  if (static_cast<int>(options_.fparam.size()) != m.dim_fparam && !(options_.fparam.empty() && m.has_default_fparam)) {
     error->all(FLERR, absl::StrFormat("the model takes %d frame parameters (pair_style ... fparam V1 V2 ...), %d given",
                                       m.dim_fparam, options_.fparam.size()));
   }

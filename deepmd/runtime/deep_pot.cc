@@ -70,6 +70,7 @@ struct DeepPot::Impl {
   bool multi_rank = false;                    // the plan spans several ranks
   torch::Tensor atype, nlist, mapping, plan;  // compacted
   torch::Tensor coord, spin, fparam, aparam;  // compacted, refilled every step
+  bool use_default_fparam = false;            // no fparam given: the model's default_fparam applies
   NeighborList list;
 
   explicit Impl(Archive a) : archive(std::move(a)) {}
@@ -237,10 +238,12 @@ absl::Status DeepPot::Impl::FillStep(const ComputeInput& in) {
       for (int d = 0; d < 3; ++d) s[3 * r + d] = in.spin[3 * kept[r] + d];
     }
   }
-  if (static_cast<int>(in.fparam.size()) != m.dim_fparam) {
+  const bool default_fparam = in.fparam.empty() && m.has_default_fparam;
+  if (static_cast<int>(in.fparam.size()) != m.dim_fparam && !default_fparam) {
     return Invalid(absl::StrCat("fparam has ", in.fparam.size(), " values; the model takes ", m.dim_fparam));
   }
-  if (m.dim_fparam > 0) std::copy(in.fparam.begin(), in.fparam.end(), fparam.data_ptr<double>());
+  use_default_fparam = default_fparam;
+  if (m.dim_fparam > 0 && !default_fparam) std::copy(in.fparam.begin(), in.fparam.end(), fparam.data_ptr<double>());
   if (m.dim_aparam > 0 || !in.aparam.empty()) {
     if (static_cast<int64_t>(in.aparam.size()) != in.nlocal * m.dim_aparam) {
       return Invalid(absl::StrCat("aparam has ", in.aparam.size(), " values; the model takes ", m.dim_aparam,
@@ -337,7 +340,7 @@ absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
   if (m.is_spin) inputs.push_back(s.spin);
   inputs.push_back(s.nlist);
   if (!s.use_with_comm) inputs.push_back(s.mapping.defined() ? c10::IValue(s.mapping) : c10::IValue());
-  inputs.push_back(m.dim_fparam ? c10::IValue(s.fparam) : c10::IValue());
+  inputs.push_back(m.dim_fparam && !s.use_default_fparam ? c10::IValue(s.fparam) : c10::IValue());
   inputs.push_back(m.dim_aparam ? c10::IValue(s.aparam) : c10::IValue());
   inputs.push_back(in.atomic);
   if (s.use_with_comm) inputs.push_back(s.plan);

@@ -55,6 +55,7 @@ absl::StatusOr<ArchiveMetadata> ParseMetadata(absl::string_view text) {
   get("nlayers", &m.nlayers);
   get("dim_fparam", &m.dim_fparam);
   get("dim_aparam", &m.dim_aparam);
+  if (j.contains("has_default_fparam")) get("has_default_fparam", &m.has_default_fparam);
   get("precision", &m.precision);
   get("is_spin", &m.is_spin);
   get("has_message_passing", &m.has_message_passing);

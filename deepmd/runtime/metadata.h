@@ -22,6 +22,7 @@ struct ArchiveMetadata {
   int nlayers = 0;
   int dim_fparam = 0;
   int dim_aparam = 0;
+  bool has_default_fparam = false;  // the model supplies fparam when none is given
   std::string precision;
   bool is_spin = false;
   std::vector<bool> use_spin;        // spin models only

@@ -1,4 +1,6 @@
-"""Exports a reference model (JSON configuration) into a .pt2 archive (docs/model_archive.md).
+"""Exports a model into a .pt2 archive (docs/model_archive.md): a deepmd-kit model file (.dp, .yaml,
+or the model dict inside deepmd-kit's .pt2 / .pte), or one of this project's reference-model JSON
+configurations (--config).
 
 The archive holds the regular graph and, when the model's embeddings must cross ranks, the with-comm
 graph. Before anything is written, both graphs are reloaded from their serialized bytes and the
@@ -6,23 +8,26 @@ with-comm graph is checked against the regular one on a periodic system whose gh
 hops (self-exchange plan). The archive is written beside the target and renamed into place, so a
 failed export never leaves a half-written file.
 
-Usage: export.py --config CFG.json --out MODEL.pt2 --ops-library libdeepmd_comm_ops.so"""
+Usage: export.py MODEL.{dp,yaml,pt2,pte} --out OUT.pt2 --ops-library libdeepmd_comm_ops.so
+       export.py --config CFG.json --out OUT.pt2 --ops-library libdeepmd_comm_ops.so"""
 
 import argparse
+import hashlib
 import io
 import json
 import os
 import shutil
 import sys
 import tempfile
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
+from deepmd.dpkit.serialization import UnsupportedModel, load_model_dict
 from deepmd.models.config import build_model, load_config
 from deepmd.models.model import RegularGraph, WithCommGraph
 from deepmd.models.periodic import extend, random_system
-from deepmd.models.spin import SpinModel, SpinRegularGraph, SpinWithCommGraph
+from deepmd.models.spin import SpinRegularGraph, SpinWithCommGraph
 
 FORMAT_VERSION = 1
 REGULAR_ENTRY = "model/forward_lower.pt"
@@ -35,19 +40,30 @@ def script_bytes(graph: torch.nn.Module) -> bytes:
     return buffer.getvalue()
 
 
+def is_spin(model: torch.nn.Module) -> bool:
+    return bool(getattr(model, "is_spin", False))
+
+
 def graph_classes(model: torch.nn.Module):
     """(regular graph, with-comm graph) wrappers for this kind of model."""
-    return (SpinRegularGraph, SpinWithCommGraph) if isinstance(model, SpinModel) else (RegularGraph, WithCommGraph)
+    return (SpinRegularGraph, SpinWithCommGraph) if is_spin(model) else (RegularGraph, WithCommGraph)
 
 
 def energy_model(model: torch.nn.Module):
-    return model.backbone if isinstance(model, SpinModel) else model
+    return model.backbone if is_spin(model) else model
+
+
+def precision_name(model: torch.nn.Module) -> str:
+    dtype = getattr(energy_model(model).descriptor, "dtype", None)
+    if dtype is None:
+        dtype = energy_model(model).fitting.bias.dtype
+    return "float32" if dtype == torch.float32 else "float64"
 
 
 def metadata(model: torch.nn.Module, config: dict, has_comm: bool) -> dict:
     descriptor, fitting = energy_model(model).descriptor, energy_model(model).fitting
     widths = descriptor.exchanged_widths()
-    spin = isinstance(model, SpinModel)
+    spin = is_spin(model)
     if spin:  # real and virtual embeddings of an atom travel in one row
         widths = [2 * w for w in widths]
     return {
@@ -61,7 +77,8 @@ def metadata(model: torch.nn.Module, config: dict, has_comm: bool) -> dict:
         "nlayers": descriptor.nlayers,
         "dim_fparam": fitting.dim_fparam,
         "dim_aparam": fitting.dim_aparam,
-        "precision": config.get("precision", "float64"),
+        "has_default_fparam": bool(getattr(fitting, "has_default_fparam", False)),
+        "precision": precision_name(model),
         "is_spin": spin,
         **({"use_spin": list(model.use_spin), "virtual_scale": model.virtual_scale.tolist()} if spin else {}),
         "has_message_passing": bool(descriptor.has_message_passing),
@@ -73,14 +90,14 @@ def metadata(model: torch.nn.Module, config: dict, has_comm: bool) -> dict:
     }
 
 
-def check_with_comm(config: dict, regular: bytes, with_comm: bytes) -> float:
+def check_with_comm(make_model: Callable[[], torch.nn.Module], regular: bytes, with_comm: bytes) -> float:
     """Largest difference between the two reloaded graphs on a multi-hop self-exchange system."""
-    model = build_model(config)
+    model = make_model()
     box = [0.8 * model.rcut, 0.9 * model.rcut, 1.1 * model.rcut]  # thinner than the cutoff
     pos, atype = random_system(10, box, len(model.type_map), seed=17, min_dist=1.0)
     s = extend(pos, atype, box, model.rcut)
     args = [s["coord"], s["atype"]]
-    if isinstance(model, SpinModel):
+    if is_spin(model):
         spins = torch.randn(pos.shape[0], 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
         args.append(spins[s["mapping"][0]].unsqueeze(0))
     args.append(s["nlist"])
@@ -96,21 +113,68 @@ def check_with_comm(config: dict, regular: bytes, with_comm: bytes) -> float:
     return worst
 
 
-def export(config: dict, out_path: str) -> dict:
-    model = build_model(config)
+def export_model(make_model: Callable[[], torch.nn.Module], config: dict, out_path: str,
+                 extra_metadata: Optional[dict] = None) -> dict:
+    """Scripts both graphs (each from a fresh model: the graphs install their own ghost fillers),
+    checks the with-comm graph against the regular one, then writes the archive."""
+    model = make_model()
     needs_comm = bool(energy_model(model).descriptor.exchanged_widths())
     regular_graph, with_comm_graph = graph_classes(model)
-    regular = script_bytes(regular_graph(build_model(config)))
-    with_comm = script_bytes(with_comm_graph(build_model(config))) if needs_comm else None
+    regular = script_bytes(regular_graph(make_model()))
+    with_comm = script_bytes(with_comm_graph(make_model())) if needs_comm else None
     if with_comm is not None:
-        tolerance = 1e-10 if config.get("precision", "float64") == "float64" else 1e-5
-        worst = check_with_comm(config, regular, with_comm)
+        tolerance = 1e-10 if precision_name(model) == "float64" else 1e-5
+        worst = check_with_comm(make_model, regular, with_comm)
         if not worst <= tolerance:
             raise RuntimeError(f"the with-comm graph differs from the regular graph by {worst:.3e} (relative) on a "
                                f"self-exchange system; tolerance {tolerance:.0e}. Nothing was written.")
     meta = metadata(model, config, with_comm is not None)
+    meta.update(extra_metadata or {})
     write_archive(out_path, meta, regular, with_comm)
     return meta
+
+
+def export(config: dict, out_path: str) -> dict:
+    """A reference model of this project (JSON configuration, docs/model_config.md)."""
+    return export_model(lambda: build_model(config), config, out_path)
+
+
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def descriptor_summary(descriptor: torch.nn.Module) -> dict:
+    """What the archive says of the descriptor: read from the object (descriptor protocol)."""
+    summary = {"type": getattr(descriptor, "type_name", type(descriptor).__name__), "rcut": float(descriptor.rcut),
+               "sel": list(descriptor.sel), "dim_out": int(descriptor.dim_out), "nlayers": int(descriptor.nlayers),
+               "exchanged_widths": list(descriptor.exchanged_widths())}
+    children = getattr(descriptor, "children_list", None)
+    if children is not None:
+        summary["children"] = [descriptor_summary(c) for c in children]
+    return summary
+
+
+def export_deepmd_kit(path: str, out_path: str) -> dict:
+    """A deepmd-kit model file (.dp, .yaml, .pt2 or .pte), imported exactly (deepmd/dpkit)."""
+    from deepmd.dpkit.build import model_from_dict
+    tree = load_model_dict(path)
+    model_node = tree["model"]
+    model = model_from_dict(model_node)
+    source = {
+        "file": os.path.basename(path),
+        "sha256": sha256(path),
+        "format": os.path.splitext(path)[1].lstrip(".").lower(),
+        "software": tree.get("software"),
+        "deepmd_kit_version": tree.get("version"),
+        "backend": tree.get("backend"),
+    }
+    extra = {"source": source, "descriptor": descriptor_summary(energy_model(model).descriptor)}
+    config = tree.get("model_def_script") or {}
+    return export_model(lambda: model_from_dict(model_node), config, out_path, extra)
 
 
 def write_archive(out_path: str, meta: dict, regular: bytes, with_comm: Optional[bytes]) -> None:
@@ -133,18 +197,29 @@ def write_archive(out_path: str, meta: dict, regular: bytes, with_comm: Optional
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="model configuration (JSON)")
+    parser.add_argument("model", nargs="?", help="deepmd-kit model file: .dp, .yaml/.yml, .pt2 or .pte")
+    parser.add_argument("--config", help="instead of a model file: a reference-model configuration (JSON)")
     parser.add_argument("--out", required=True, help="archive to write (.pt2)")
     parser.add_argument("--ops-library", required=True, help="libdeepmd_comm_ops.so")
     args = parser.parse_args(argv)
+    if (args.model is None) == (args.config is None):
+        parser.error("give either a deepmd-kit model file or --config CFG.json")
     torch.ops.load_library(args.ops_library)
     try:
-        meta = export(load_config(args.config), args.out)
-    except (KeyError, ValueError, RuntimeError) as e:
+        if args.model is not None:
+            meta = export_deepmd_kit(args.model, args.out)
+        else:
+            meta = export(load_config(args.config), args.out)
+    except UnsupportedModel as e:
+        print(f"export: {e}", file=sys.stderr)
+        return 1
+    except (KeyError, ValueError, RuntimeError, OSError) as e:
         print(f"export: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     graphs = ", ".join(meta["graphs"])
-    print(f"wrote {args.out}: {meta['type_map']} rcut {meta['rcut']} layers {meta['nlayers']} graphs: {graphs}")
+    kind = meta.get("descriptor", {}).get("type", "")
+    print(f"wrote {args.out}: {kind + ' ' if kind else ''}{meta['type_map']} rcut {meta['rcut']} layers "
+          f"{meta['nlayers']} {meta['precision']} graphs: {graphs}")
     return 0
 
 

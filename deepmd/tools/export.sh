@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bazel run //deepmd/tools:export -- --config CFG.json --out MODEL.pt2
+# bazel run //deepmd/tools:export -- MODEL.dp --out MODEL.pt2   (or --config CFG.json)
 # Runs deepmd/tools/export.py in Debian's Python with the ops library; relative paths are taken from
 # the directory bazel run was called in.
 set -euo pipefail
