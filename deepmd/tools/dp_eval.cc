@@ -1,10 +1,13 @@
 // dp_eval: evaluates model archives on a structure (extended XYZ) without an MD engine.
 //
 //   dp_eval MODEL.pt2 [MODEL2.pt2 ...] STRUCTURE.xyz [--json]
+//   dp_eval MODEL.pt2 --system DIR [--json]
 //
 // One model: energy (eV), forces (eV/Å) and virial (eV). Several: the first model's results and the
-// model deviation (max/min/avg force deviation, virial and energy deviation per atom). Exit status 0,
-// or 1 with a message naming the problem, 2 for usage errors.
+// model deviation (max/min/avg force deviation, virial and energy deviation per atom). With --system, a
+// deepmd-kit data system (type.raw, type_map.raw, set.*/{coord,box,energy,force}.npy): per-frame and
+// overall energy (per frame and per atom) and force errors against its labels, as `dp test` prints them.
+// Exit status 0, or 1 with a message naming the problem, 2 for usage errors.
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -20,9 +23,12 @@
 #include "absl/strings/str_join.h"
 #include "deepmd/runtime/model_deviation.h"
 #include "deepmd/runtime/standalone.h"
+#include "deepmd/tools/accuracy.h"
 #include "deepmd/tools/extxyz.h"
+#include "deepmd/tools/npy_system.h"
 
 ABSL_FLAG(bool, json, false, "print JSON instead of tables");
+ABSL_FLAG(std::string, system, "", "a deepmd-kit data system folder: report errors against its labels");
 
 namespace {
 
@@ -31,11 +37,68 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
+// dp_eval MODEL --system DIR: the model's errors against the system's labels.
+int TestSystem(const std::string& model, const std::string& directory) {
+  absl::StatusOr<deepmd::tools::LabelledSystem> system = deepmd::tools::ReadLabelledSystem(directory);
+  if (!system.ok()) return Fail(system.status());
+  absl::StatusOr<std::unique_ptr<deepmd::runtime::DeepPot>> pot = deepmd::runtime::DeepPot::Load(model);
+  if (!pot.ok()) return Fail(pot.status());
+  absl::StatusOr<deepmd::tools::Accuracy> acc = deepmd::tools::EvaluateSystem(**pot, *system);
+  if (!acc.ok()) return Fail(acc.status());
+  if (absl::GetFlag(FLAGS_json)) {
+    nlohmann::json j;
+    j["system"] = directory;
+    j["natoms"] = acc->natoms;
+    j["nframes"] = acc->frames.size();
+    if (acc->has_energy) {
+      j["energy_mae"] = acc->energy_mae;
+      j["energy_rmse"] = acc->energy_rmse;
+      j["energy_mae_per_atom"] = acc->energy_mae_per_atom;
+      j["energy_rmse_per_atom"] = acc->energy_rmse_per_atom;
+    }
+    if (acc->has_force) {
+      j["force_mae"] = acc->force_mae;
+      j["force_rmse"] = acc->force_rmse;
+    }
+    j["frames"] = nlohmann::json::array();
+    for (const auto& f : acc->frames) {
+      j["frames"].push_back({{"set", f.set}, {"index", f.index}, {"energy", f.energy}, {"energy_label", f.energy_label},
+                             {"force_mae", f.force_mae}, {"force_rmse", f.force_rmse}});
+    }
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%-8s %5s %18s %18s %14s %12s %12s\n", "set", "frame", "E (eV)", "E label (eV)", "dE/atom (eV)",
+              "F MAE", "F RMSE");
+  for (const auto& f : acc->frames) {
+    std::printf("%-8s %5d %18.6f %18.6f %14.6e %12.6e %12.6e\n", f.set.c_str(), f.index, f.energy, f.energy_label,
+                (f.energy - f.energy_label) / acc->natoms, f.force_mae, f.force_rmse);
+  }
+  std::printf("# number of test data : %zu\n", acc->frames.size());
+  if (acc->has_energy) {
+    std::printf("Energy MAE         : %e eV\nEnergy RMSE        : %e eV\n", acc->energy_mae, acc->energy_rmse);
+    std::printf("Energy MAE/Natoms  : %e eV\nEnergy RMSE/Natoms : %e eV\n", acc->energy_mae_per_atom,
+                acc->energy_rmse_per_atom);
+  }
+  if (acc->has_force) {
+    std::printf("Force  MAE         : %e eV/A\nForce  RMSE        : %e eV/A\n", acc->force_mae, acc->force_rmse);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("dp_eval MODEL.pt2 [MODEL2.pt2 ...] STRUCTURE.xyz [--json]");
+  absl::SetProgramUsageMessage(
+      "dp_eval MODEL.pt2 [MODEL2.pt2 ...] STRUCTURE.xyz [--json]\n       dp_eval MODEL.pt2 --system DIR [--json]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (!absl::GetFlag(FLAGS_system).empty()) {
+    if (args.size() != 2) {
+      std::fprintf(stderr, "usage: dp_eval MODEL.pt2 --system DIR [--json] (one model)\n");
+      return 2;
+    }
+    return TestSystem(args[1], absl::GetFlag(FLAGS_system));
+  }
   if (args.size() < 3) {
     std::fprintf(stderr, "usage: %s\n", absl::ProgramUsageMessage().data());
     return 2;
