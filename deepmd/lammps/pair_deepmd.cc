@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "atom.h"
 #include "comm.h"
 #include "deepmd/lammps/deviation_file.h"
@@ -19,6 +20,7 @@
 #include "memory.h"
 #include "neighbor.h"
 #include "update.h"
+#include "utils.h"
 
 using deepmd::runtime::ComputeOutput;
 
@@ -75,6 +77,7 @@ void PairDeepMD::settings(int narg, char** arg) {
   if (!models.ok())
     error->all(FLERR, absl::StrFormat("pair_style %s: %s", force->pair_style, models.status().message()));
   models_ = std::move(*models);
+  load_logged_ = false;
   const auto& m = metadata();
   if (m.is_spin != spin_style()) {
     error->all(FLERR, absl::StrFormat("'%s' is %sa spin model: use pair_style %s", options_.models[0],
@@ -233,10 +236,28 @@ void PairDeepMD::compute(int eflag, int vflag) {
   input_.atomic = eflag_atom || vflag_atom || cvflag_atom;
   const bool deviation_step = models_->size() > 1 && update->ntimestep % options_.out_freq == 0;
   RunModels(deviation_step);
+  if (!load_logged_) LogWhatRuns();
   AccumulateOutputs(outputs_[0]);
   ScatterMagneticForces(outputs_[0]);
   if (deviation_step) WriteDeviation();
   profile_.End(models_->model(0), rebuild, nlocal, nall - nlocal);
+}
+
+void PairDeepMD::LogWhatRuns() {
+  load_logged_ = true;
+  if (comm->me != 0) return;
+  const auto& pot = models_->model(0);
+  const auto& m = pot.metadata();
+  std::string graphs = m.has_comm_artifact ? "regular, with-comm" : "regular";
+  utils::logmesg(lmp, absl::StrFormat("pair_style %s: %s: %s%stype map %s, rcut %g A, %d message-passing layer(s); "
+                                      "graphs in the archive: %s; running the %s graph on %d MPI rank(s), %d "
+                                      "thread(s) per rank%s\n",
+                                      force->pair_style, options_.models[0], m.descriptor_type,
+                                      m.descriptor_type.empty() ? "" : ", ", absl::StrJoin(m.type_map, " "), m.rcut,
+                                      m.nlayers, graphs, pot.last_graph(), comm->nprocs, pot.threads(),
+                                      models_->size() > 1 ? absl::StrFormat(" (+%d models for the deviation)",
+                                                                            models_->size() - 1)
+                                                          : ""));
 }
 
 void PairDeepMD::RunModels(bool deviation_step) {

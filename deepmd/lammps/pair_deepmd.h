@@ -79,6 +79,7 @@ class PairDeepMD : public Pair {
   void RebuildTopology();
   void CheckGhostCutoff(double margin);
   void RunModels(bool deviation_step);
+  void LogWhatRuns();  // once, on rank 0, after the first evaluation: file, model, graph in use, threads
   void AccumulateOutputs(const deepmd::runtime::ComputeOutput& out);
   void WriteDeviation();
   void OpenDeviationFile();
@@ -88,6 +89,7 @@ class PairDeepMD : public Pair {
   std::vector<int32_t> plan_;
   std::vector<double> aparam_;
   int cached_nall_ = -1;
+  bool load_logged_ = false;
   long topology_generation_ = 0;
   std::vector<long> model_generation_;  // the topology each model last saw
   std::vector<deepmd::runtime::ComputeOutput> outputs_;

@@ -97,6 +97,7 @@ DeepPot::DeepPot(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 DeepPot::~DeepPot() = default;
 const ArchiveMetadata& DeepPot::metadata() const { return impl_->archive.metadata(); }
 const char* DeepPot::last_graph() const { return impl_->last_graph; }
+int DeepPot::threads() const { return at::get_num_threads(); }
 const ComputeTimes& DeepPot::times() const { return impl_->times; }
 void DeepPot::reset_times() { impl_->times = ComputeTimes(); }
 

@@ -80,6 +80,9 @@ class DeepPot {
   void set_skin(double skin);
   // Which graph the last call ran (for tests and logs): "regular" or "with-comm".
   const char* last_graph() const;
+  // Intra-op threads the graphs run with on this rank (set at the first call: DEEPMD_NUM_THREADS, else
+  // one per rank on several ranks).
+  int threads() const;
   const ComputeTimes& times() const;
   void reset_times();
 

@@ -79,6 +79,10 @@ absl::StatusOr<ArchiveMetadata> ParseMetadata(absl::string_view text) {
     return Bad("has_comm_artifact", "is true but has_message_passing_across_ranks is false");
   }
   if (auto it = j.find("model_config"); it != j.end()) m.model_config_json = it->dump();
+  if (auto it = j.find("descriptor"); it != j.end() && it->is_object() && it->contains("type") &&
+                                      (*it)["type"].is_string()) {
+    m.descriptor_type = (*it)["type"].get<std::string>();
+  }
   return m;
 }
 

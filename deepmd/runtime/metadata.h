@@ -32,6 +32,7 @@ struct ArchiveMetadata {
   bool has_comm_artifact = false;
   std::vector<int> exchanged_feature_widths;
   std::string model_config_json;  // the model's configuration, as JSON text
+  std::string descriptor_type;    // deepmd-kit's descriptor type ("dpa3", ...) when the archive says it
 };
 
 // Parses and checks metadata.json. Errors name the missing or malformed key; unknown keys are

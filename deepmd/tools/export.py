@@ -172,7 +172,10 @@ def export_deepmd_kit(path: str, out_path: str) -> dict:
         "deepmd_kit_version": tree.get("version"),
         "backend": tree.get("backend"),
     }
-    extra = {"source": source, "descriptor": descriptor_summary(energy_model(model).descriptor)}
+    summary = descriptor_summary(energy_model(model).descriptor)
+    backbone = model_node.get("backbone_model", model_node)  # spin models wrap a standard one
+    summary["type"] = backbone.get("descriptor", {}).get("type", summary["type"])  # deepmd-kit's name
+    extra = {"source": source, "descriptor": summary}
     config = tree.get("model_def_script") or {}
     return export_model(lambda: model_from_dict(model_node), config, out_path, extra)
 
