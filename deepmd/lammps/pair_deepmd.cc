@@ -220,7 +220,7 @@ void PairDeepMD::CheckGhostCutoff(double margin) {
                absl::StrFormat("pair_style %s: ghost atoms reach %.4f Å but the model needs %.4f Å (rcut %g + "
                                "skin %g%s): add 'comm_modify cutoff %.4f'",
                                force->pair_style, ghost_cutoff, needed, metadata().rcut, neighbor->skin,
-                               margin > 0 ? absl::StrFormat(" + virtual-atom displacement %.4f", margin) : "", needed));
+                               margin > 0 ? absl::StrFormat(" + virtual-atom margin %.4f (2 x virtual_scale |S|)", margin) : "", needed));
   }
 }
 

@@ -69,7 +69,7 @@ void PairDeepSpin::GatherSpins(int nall) {
 double PairDeepSpin::GhostMargin() {
   // Virtual atoms sit up to virtual_scale * |S| from their real atoms; the runtime's neighbour lists
   // reach that much further, and the ghost shell must hold those atoms.
-  double local = deepmd::runtime::MaxVirtualDisplacement(metadata(), atype_, spin_), margin = 0;
+  double local = deepmd::runtime::VirtualAtomMargin(metadata(), atype_, spin_), margin = 0;
   MPI_Allreduce(&local, &margin, 1, MPI_DOUBLE, MPI_MAX, world);
   return margin;
 }

@@ -32,14 +32,14 @@ double SecondsSince(Clock::time_point start) { return std::chrono::duration<doub
 
 }  // namespace
 
-double MaxVirtualDisplacement(const ArchiveMetadata& m, absl::Span<const int> atype, absl::Span<const double> spin) {
+double VirtualAtomMargin(const ArchiveMetadata& m, absl::Span<const int> atype, absl::Span<const double> spin) {
   double most = 0;
   for (size_t i = 0; i < atype.size(); ++i) {
     if (atype[i] < 0 || !m.use_spin[atype[i]]) continue;
     const double* s = &spin[3 * i];
     most = std::max(most, m.virtual_scale[atype[i]] * std::sqrt(s[0] * s[0] + s[1] * s[1] + s[2] * s[2]));
   }
-  return most;
+  return 2 * most;
 }
 
 void ConfigureThreads(bool multi_rank) {
@@ -212,7 +212,7 @@ absl::Status DeepPot::Impl::Rebuild(const ComputeInput& in) {
   // Spin models see virtual atoms up to virtual_scale * |S| away from their real atoms; the list of
   // real neighbours must reach that much further so that no virtual neighbour within rcut is missed.
   double margin = 0;
-  if (m.is_spin && static_cast<int64_t>(in.spin.size()) == 3 * n) margin = MaxVirtualDisplacement(m, in.atype, in.spin);
+  if (m.is_spin && static_cast<int64_t>(in.spin.size()) == 3 * n) margin = VirtualAtomMargin(m, in.atype, in.spin);
   const Clock::time_point list_start = Clock::now();
   BuildNeighborList(absl::MakeConstSpan(c, 3 * nall_real), nloc_real, m.rcut + options.skin + margin, list);
   nlist = torch::empty({1, nloc_real, std::max<int64_t>(list.max_row(), 1)}, kI64);

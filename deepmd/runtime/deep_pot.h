@@ -111,9 +111,10 @@ bool IsPeerFailure(const absl::Status& status);
 // error->one, i.e. MPI_Abort) with this rank's message.
 bool PeersMayBeInExchange(const absl::Status& status);
 
-// For spin models: the largest distance between a real atom and its virtual atom (virtual_scale * |S|).
-// Neighbour lists reach this much beyond rcut; on several ranks the ghost shell (rcut + skin) must too.
-double MaxVirtualDisplacement(const ArchiveMetadata& metadata, absl::Span<const int> atype,
+// For spin models: how far beyond rcut the list of real neighbours must reach, 2 x the largest
+// virtual_scale * |S|: a virtual centre at r_i + d_i sees the virtual atom r_j + d_j within rcut when
+// |r_j - r_i| <= rcut + |d_i| + |d_j|. On several ranks the ghost shell (rcut + skin) must reach it too.
+double VirtualAtomMargin(const ArchiveMetadata& metadata, absl::Span<const int> atype,
                               absl::Span<const double> spin);
 
 // Threads for LibTorch's intra-op work: 1 per rank when the plan spans several ranks, unless the

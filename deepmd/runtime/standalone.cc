@@ -14,7 +14,7 @@ absl::Status EvaluatePeriodic(DeepPot& pot, const PeriodicInput& in, ComputeOutp
     return absl::InvalidArgumentError(absl::StrCat("spin has ", in.spin.size(), " values for ", natoms, " atoms"));
   }
   const double margin = pot.metadata().is_spin && !in.spin.empty()
-                            ? MaxVirtualDisplacement(pot.metadata(), in.atype, in.spin)
+                            ? VirtualAtomMargin(pot.metadata(), in.atype, in.spin)
                             : 0.0;
   absl::StatusOr<PeriodicImages> images =
       MakePeriodicImages(in.coord, in.cell, in.periodic, pot.metadata().rcut + margin);

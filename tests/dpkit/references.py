@@ -82,7 +82,10 @@ def extended_system(coord: np.ndarray, atype: np.ndarray, box: Optional[np.ndarr
 def evaluate(graph, case: dict, rcut: float, spin: bool = False) -> Dict[str, np.ndarray]:
     """Runs graph.forward_lower on a reference case; outputs flat like the reference file."""
     box = None if case.get("box") is None else np.asarray(case["box"]).reshape(3, 3)
-    s = extended_system(np.asarray(case["coord"]), np.asarray(case["atype"]), box, rcut)
+    # Spin models see virtual atoms up to virtual_scale |S| (< 1 Å here) from their real atoms: images and
+    # candidate neighbours must reach that much further (the model keeps only those within rcut).
+    margin = 1.0 if spin else 0.0
+    s = extended_system(np.asarray(case["coord"]), np.asarray(case["atype"]), box, rcut + margin)
     nloc, mapping = s["nloc"], torch.from_numpy(s["mapping"])
     args = [torch.from_numpy(s["coord"]).unsqueeze(0), torch.from_numpy(s["atype"]).unsqueeze(0)]
     if spin:

@@ -90,7 +90,7 @@ absl::StatusOr<Result> Evaluate(const Case& c, DeepPotOptions options, bool expl
   if (!pot.ok()) return pot.status();
   // Spin models: images reach as far beyond rcut as virtual atoms sit from their real atoms.
   const ArchiveMetadata& meta = (*pot)->metadata();
-  const double margin = meta.is_spin ? MaxVirtualDisplacement(meta, atype, spin) : 0.0;
+  const double margin = meta.is_spin ? VirtualAtomMargin(meta, atype, spin) : 0.0;
   absl::StatusOr<PeriodicImages> images = MakePeriodicImages(coord, c.box, {true, true, true}, meta.rcut + margin);
   if (!images.ok()) return images.status();
   const int64_t nall = static_cast<int64_t>(images->owner.size());
@@ -462,7 +462,7 @@ TEST(DeepSpinTest, ChecksTheSpinContract) {
   ASSERT_TRUE(spin_case && plain_case);
   EXPECT_THAT(std::string(DeepSpin::Load(plain_case->archive).status().message()), HasSubstr("is not a spin model"));
   std::unique_ptr<DeepSpin> spin = *DeepSpin::Load(spin_case->archive);
-  const double margin = MaxVirtualDisplacement(spin->metadata(), spin_case->atype, spin_case->spin);
+  const double margin = VirtualAtomMargin(spin->metadata(), spin_case->atype, spin_case->spin);
   PeriodicImages images =
       *MakePeriodicImages(spin_case->coord, spin_case->box, {true, true, true}, spin->metadata().rcut + margin);
   std::vector<int> types;

@@ -1,0 +1,355 @@
+"""deepmd-kit's RepformerLayer (DPA2's message-passing layer, MATH.md P6-P9; deepmd-kit's
+dpmodel/descriptor/repformers.py `RepformerLayer.call` and its attention sub-modules Atten2Map,
+Atten2MultiHeadApply, Atten2EquiVarApply, LocalAtten) as TorchScript-able modules built from the
+layer's own dict node (deepmd-kit rebuilds each layer from its node, so the layer's options rule).
+
+Shapes: g1 [nf, nloc, ng1], g1_ext [nf, nall, ng1] (ghosts filled by the caller), g2 [nf, nloc, nnei, ng2],
+h2 [nf, nloc, nnei, 3], nlist [nf, nloc, nnei] with padded slots set to 0, mask (real neighbour) and the
+switch sw [nf, nloc, nnei] (0 at padded slots). Attention maps are kept head-major
+[nf, nloc, nh, nnei(j), nnei(k)] inside; deepmd-kit's transposes around them cancel."""
+
+from typing import Any, Dict, List
+
+import numpy as np
+import torch
+
+from deepmd.dpkit.network import Activation, Layer, LayerNorm
+from deepmd.dpkit.serialization import UnsupportedModel, check_version, require, variables
+
+UPDATE_STYLES = {"res_avg": 0, "res_incr": 1, "res_residual": 2}
+
+
+def _layer(node: Dict[str, Any], key: str, where: str, dtype: torch.dtype, num_in: int, num_out: int) -> Layer:
+    sub = require(node, where, key)
+    if not isinstance(sub, dict):
+        raise UnsupportedModel(f"{where}.{key}: expected a Layer node")
+    layer = Layer(sub, f"{where}.{key}").to(dtype)
+    if layer.num_in != num_in or layer.num_out != num_out:
+        raise UnsupportedModel(f"{where}.{key}: weight is {layer.num_in}x{layer.num_out}, expected "
+                               f"{num_in}x{num_out} for this layer's options")
+    return layer
+
+
+def _masked_softmax(x: torch.Tensor, key_valid: torch.Tensor, smooth: bool) -> torch.Tensor:
+    """softmax over the last axis as deepmd-kit's np_softmax; without smooth, invalid keys get −inf first
+    (rows without any valid key give 0 after the caller's masking; here they are kept finite)."""
+    if not smooth:
+        any_valid = key_valid.any(dim=-1, keepdim=True)
+        x = torch.where(key_valid, x, torch.full_like(x, float("-inf")))
+        x = torch.where(any_valid, x, torch.zeros_like(x))
+    return torch.softmax(x, dim=-1)
+
+
+class Atten2Map(torch.nn.Module):
+    """Gated, smoothed multi-head neighbour-pair attention map (P8) -> [nf, nloc, nh, nnei, nnei]."""
+
+    def __init__(self, node: Dict[str, Any], where: str, dtype: torch.dtype, ng2: int):
+        super().__init__()
+        check_version(node, where, 1, 1)
+        self.hidden = int(require(node, where, "hidden_dim"))
+        self.nhead = int(require(node, where, "head_num"))
+        self.has_gate = bool(node.get("has_gate", False))
+        self.smooth = bool(node.get("smooth", True))
+        self.shift = float(node.get("attnw_shift", 20.0))
+        self.mapqk = _layer(node, "mapqk", where, dtype, ng2, self.hidden * 2 * self.nhead)
+
+    def forward(self, g2: torch.Tensor, h2: torch.Tensor, mask: torch.Tensor, sw: torch.Tensor) -> torch.Tensor:
+        nf, nloc, nnei = g2.shape[0], g2.shape[1], g2.shape[2]
+        nd, nh = self.hidden, self.nhead
+        qk = self.mapqk(g2).reshape(nf, nloc, nnei, nd, 2 * nh).permute(0, 1, 4, 2, 3)
+        q, k = qk[:, :, :nh], qk[:, :, nh:]
+        w = torch.matmul(q, k.transpose(-1, -2)) / float(nd) ** 0.5
+        hh = torch.matmul(h2, h2.transpose(-1, -2))  # [nf, nloc, nnei, nnei]
+        if self.has_gate:
+            w = w * hh.unsqueeze(2)
+        swj = sw[:, :, None, :, None]
+        swk = sw[:, :, None, None, :]
+        if self.smooth:
+            w = (w + self.shift) * swj * swk - self.shift
+        key_valid = mask[:, :, None, None, :]
+        w = _masked_softmax(w, key_valid.expand(w.shape), self.smooth)
+        w = torch.where(key_valid, w, torch.zeros_like(w))
+        w = torch.where(mask[:, :, None, :, None], w, torch.zeros_like(w))
+        if self.smooth:
+            w = w * swj * swk
+        return w * (hh / 3.0 ** 0.5).unsqueeze(2)
+
+
+class Atten2MultiHeadApply(torch.nn.Module):
+    """O_j = head_map(concat_h Σ_k A^h_jk V^h_k), V = mapv(g2) split channel-major (c·nh + h)."""
+
+    def __init__(self, node: Dict[str, Any], where: str, dtype: torch.dtype, ng2: int, nhead: int):
+        super().__init__()
+        check_version(node, where, 1, 1)
+        self.nhead = int(require(node, where, "head_num"))
+        if self.nhead != nhead:
+            raise UnsupportedModel(f"{where}: head_num {self.nhead} differs from attn2g_map's {nhead}")
+        self.mapv = _layer(node, "mapv", where, dtype, ng2, ng2 * nhead)
+        self.head_map = _layer(node, "head_map", where, dtype, ng2 * nhead, ng2)
+
+    def forward(self, aa: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+        nf, nloc, nnei, ng2 = g2.shape[0], g2.shape[1], g2.shape[2], g2.shape[3]
+        nh = self.nhead
+        v = self.mapv(g2).reshape(nf, nloc, nnei, ng2, nh).permute(0, 1, 4, 2, 3)
+        out = torch.matmul(aa, v)  # [nf, nloc, nh, nnei, ng2]
+        out = out.permute(0, 1, 3, 4, 2).reshape(nf, nloc, nnei, ng2 * nh)
+        return self.head_map(out)
+
+
+class Atten2EquiVarApply(torch.nn.Module):
+    """h2_j' = Σ_h w_h Σ_k A^h_jk h2_k (equivariant pair update, update_h2)."""
+
+    def __init__(self, node: Dict[str, Any], where: str, dtype: torch.dtype, nhead: int):
+        super().__init__()
+        check_version(node, where, 1, 1)
+        self.nhead = int(require(node, where, "head_num"))
+        if self.nhead != nhead:
+            raise UnsupportedModel(f"{where}: head_num {self.nhead} differs from attn2g_map's {nhead}")
+        self.head_map = _layer(node, "head_map", where, dtype, nhead, 1)
+
+    def forward(self, aa: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
+        out = torch.matmul(aa, h2.unsqueeze(2))  # [nf, nloc, nh, nnei, 3]
+        return self.head_map(out.permute(0, 1, 3, 4, 2)).squeeze(-1)
+
+
+class LocalAtten(torch.nn.Module):
+    """Single-query attention of g1_i over its neighbours' g1 (update_g1_has_attn); the heads are
+    concatenated head-major (h·ng1 + c) before head_map."""
+
+    def __init__(self, node: Dict[str, Any], where: str, dtype: torch.dtype, ng1: int):
+        super().__init__()
+        check_version(node, where, 1, 1)
+        self.hidden = int(require(node, where, "hidden_dim"))
+        self.nhead = int(require(node, where, "head_num"))
+        self.smooth = bool(node.get("smooth", True))
+        self.shift = float(node.get("attnw_shift", 20.0))
+        if int(node.get("input_dim", ng1)) != ng1:
+            raise UnsupportedModel(f"{where}: input_dim {node.get('input_dim')} differs from g1_dim {ng1}")
+        self.ng1 = ng1
+        self.mapq = _layer(node, "mapq", where, dtype, ng1, self.hidden * self.nhead)
+        self.mapkv = _layer(node, "mapkv", where, dtype, ng1, (self.hidden + ng1) * self.nhead)
+        self.head_map = _layer(node, "head_map", where, dtype, ng1 * self.nhead, ng1)
+
+    def forward(self, g1: torch.Tensor, gg1: torch.Tensor, mask: torch.Tensor, sw: torch.Tensor) -> torch.Tensor:
+        nf, nloc, nnei = gg1.shape[0], gg1.shape[1], gg1.shape[2]
+        nd, nh, ni = self.hidden, self.nhead, self.ng1
+        q = self.mapq(g1).reshape(nf, nloc, nd, nh).transpose(-1, -2)  # [nf, nloc, nh, nd]
+        kv = self.mapkv(gg1).reshape(nf, nloc, nnei, nd + ni, nh).permute(0, 1, 4, 2, 3)
+        k, v = kv[..., :nd], kv[..., nd:]
+        w = torch.matmul(q.unsqueeze(-2), k.transpose(-1, -2)).squeeze(-2) / float(nd) ** 0.5  # [nf,nloc,nh,nnei]
+        swk = sw.unsqueeze(-2)
+        if self.smooth:
+            w = (w + self.shift) * swk - self.shift
+        key_valid = mask.unsqueeze(-2)
+        w = _masked_softmax(w, key_valid.expand(w.shape), self.smooth)
+        w = torch.where(key_valid, w, torch.zeros_like(w))
+        if self.smooth:
+            w = w * swk
+        out = torch.matmul(w.unsqueeze(-2), v).squeeze(-2)  # [nf, nloc, nh, ng1]
+        return self.head_map(out.reshape(nf, nloc, nh * ni))
+
+
+def _residuals(v: Dict[str, Any], node: Dict[str, Any], key: str, where: str, dim: int,
+               dtype: torch.dtype) -> torch.Tensor:
+    raw = v.get(key, node.get(key, [])) or []
+    rows: List[np.ndarray] = []
+    for i, r in enumerate(raw):
+        if isinstance(r, str):
+            raise UnsupportedModel(f"{where}.{key}[{i}]: stored as {r!r} outside @variables; re-export the model "
+                                   "with a current deepmd-kit (`dp convert-backend`)")
+        arr = np.ravel(np.asarray(r, dtype=np.float64))
+        if arr.size != dim:
+            raise UnsupportedModel(f"{where}.{key}[{i}]: {arr.size} entries, expected {dim}")
+        rows.append(arr)
+    if not rows:
+        return torch.zeros(0, dim, dtype=dtype)
+    return torch.from_numpy(np.stack(rows)).to(dtype)
+
+
+class RepformerLayer(torch.nn.Module):
+    """One repformer layer (P6-P9): returns (g1', g2', h2'); g2 and h2 only change when update_chnnl_2."""
+
+    def __init__(self, node: Dict[str, Any], where: str, dtype: torch.dtype, defaults: Dict[str, Any]):
+        super().__init__()
+        check_version(node, where, 1, 2)
+
+        def opt(key: str) -> Any:
+            return node[key] if key in node else defaults[key]
+
+        self.ng1 = int(opt("g1_dim"))
+        self.ng2 = int(opt("g2_dim"))
+        self.axis = int(opt("axis_neuron"))
+        self.nnei = int(sum(opt("sel"))) if isinstance(opt("sel"), list) else int(opt("sel"))
+        self.update_chnnl_2 = bool(node.get("update_chnnl_2", True))
+        self.has_conv = bool(opt("update_g1_has_conv"))
+        self.has_drrd = bool(opt("update_g1_has_drrd"))
+        self.has_grrg = bool(opt("update_g1_has_grrg"))
+        self.has_attn1 = bool(opt("update_g1_has_attn"))
+        self.has_g1g1 = bool(opt("update_g2_has_g1g1")) and self.update_chnnl_2
+        self.has_attn2 = bool(opt("update_g2_has_attn")) and self.update_chnnl_2
+        self.has_h2 = bool(opt("update_h2")) and self.update_chnnl_2
+        self.smooth = bool(opt("smooth"))
+        self.use_sqrt_nnei = bool(opt("use_sqrt_nnei"))
+        self.g1_out_conv = bool(opt("g1_out_conv"))
+        self.g1_out_mlp = bool(opt("g1_out_mlp"))
+        self.epsilon = 1e-4
+        style = opt("update_style")
+        if style not in UPDATE_STYLES:
+            raise UnsupportedModel(f"{where}: update_style {style!r} is not one deepmd-kit defines "
+                                   f"({', '.join(UPDATE_STYLES)})")
+        self.style = UPDATE_STYLES[style]
+        self.act = Activation(opt("activation_function"), where + ".activation_function")
+        self.cal_gg1 = self.has_drrd or self.has_conv or self.has_attn1 or self.has_g1g1
+        ng1, ng2, ax = self.ng1, self.ng2, self.axis
+
+        in1 = (0 if self.g1_out_mlp else ng1) + (ng2 * ax if self.has_grrg else 0) + (
+            ng1 * ax if self.has_drrd else 0) + (ng2 if self.has_conv and not self.g1_out_conv else 0)
+        self.linear1 = _layer(node, "linear1", where, dtype, in1, ng1)
+        self.linear2 = _layer(node, "linear2", where, dtype, ng2, ng2) if self.update_chnnl_2 else None
+        self.g1_self_mlp = _layer(node, "g1_self_mlp", where, dtype, ng1, ng1) if self.g1_out_mlp else None
+        self.proj_g1g2 = None
+        if self.has_conv:
+            self.proj_g1g2 = (_layer(node, "proj_g1g2", where, dtype, ng2, ng1) if self.g1_out_conv
+                              else _layer(node, "proj_g1g2", where, dtype, ng1, ng2))
+        self.proj_g1g1g2 = _layer(node, "proj_g1g1g2", where, dtype, ng1, ng2) if self.has_g1g1 else None
+        self.attn2g_map = None
+        self.attn2_mh_apply = None
+        self.attn2_lm = None
+        self.attn2_ev_apply = None
+        if self.has_attn2 or self.has_h2:
+            self.attn2g_map = Atten2Map(require(node, where, "attn2g_map"), where + ".attn2g_map", dtype, ng2)
+            nh = self.attn2g_map.nhead
+            if self.has_attn2:
+                self.attn2_mh_apply = Atten2MultiHeadApply(require(node, where, "attn2_mh_apply"),
+                                                           where + ".attn2_mh_apply", dtype, ng2, nh)
+                self.attn2_lm = LayerNorm(require(node, where, "attn2_lm"), where + ".attn2_lm").to(dtype)
+                if self.attn2_lm.num_in != ng2:
+                    raise UnsupportedModel(f"{where}.attn2_lm: width {self.attn2_lm.num_in}, expected {ng2}")
+            if self.has_h2:
+                self.attn2_ev_apply = Atten2EquiVarApply(require(node, where, "attn2_ev_apply"),
+                                                         where + ".attn2_ev_apply", dtype, nh)
+        self.loc_attn = (LocalAtten(require(node, where, "loc_attn"), where + ".loc_attn", dtype, ng1)
+                         if self.has_attn1 else None)
+
+        # Residual vectors (res_residual): stored in construction order, applied by position to the
+        # update lists (P9): residual k multiplies update term k+1.
+        v = variables(node)
+        self.register_buffer("g1_residual", _residuals(v, node, "g1_residual", where, ng1, dtype))
+        self.register_buffer("g2_residual", _residuals(v, node, "g2_residual", where, ng2, dtype))
+        self.register_buffer("h2_residual", _residuals(v, node, "h2_residual", where, 1, dtype))
+        n_g1 = 1 + int(self.g1_out_mlp) + int(self.has_conv and self.g1_out_conv) + int(self.has_attn1)
+        n_g2 = (1 + int(self.has_g1g1) + int(self.has_attn2)) if self.update_chnnl_2 else 0
+        n_h2 = int(self.has_h2)
+        if self.style == 2:
+            for name, have, most in (("g1_residual", self.g1_residual.shape[0], n_g1),
+                                     ("g2_residual", self.g2_residual.shape[0], n_g2),
+                                     ("h2_residual", self.h2_residual.shape[0], n_h2)):
+                if have > most:
+                    raise UnsupportedModel(f"{where}: {have} {name} vectors for {most} update terms "
+                                           "(deepmd-kit cannot evaluate this layer either)")
+
+    def _combine(self, updates: List[torch.Tensor], residual: torch.Tensor) -> torch.Tensor:
+        u = updates[0]
+        n = len(updates)
+        if self.style == 0:
+            for i in range(1, n):
+                u = u + updates[i]
+            return u / float(n) ** 0.5
+        if self.style == 1:
+            scale = 1.0 / float(n - 1) ** 0.5 if n > 1 else 0.0
+            for i in range(1, n):
+                u = u + scale * updates[i]
+            return u
+        for i in range(residual.shape[0]):
+            u = u + residual[i] * updates[i + 1]
+        return u
+
+    def _hg(self, g: torch.Tensor, h: torch.Tensor, mask: torch.Tensor, sw: torch.Tensor) -> torch.Tensor:
+        """hᵀ g / norm [nf, nloc, 3, ng] with g masked (and switched when smooth)."""
+        nnei = g.shape[2]
+        g = torch.where(mask.unsqueeze(-1), g, torch.zeros_like(g))
+        if self.smooth:
+            g = g * sw.unsqueeze(-1)
+            inv = 1.0 / float(nnei) ** 0.5 if self.use_sqrt_nnei else 1.0 / float(nnei)
+            return torch.matmul(h.transpose(-1, -2), g) * inv
+        n = mask.to(g.dtype).sum(-1)
+        inv_t = 1.0 / (self.epsilon + (torch.sqrt(n) if self.use_sqrt_nnei else n))
+        return torch.matmul(h.transpose(-1, -2), g) * inv_t[:, :, None, None]
+
+    def _grrg(self, g: torch.Tensor, h: torch.Tensor, mask: torch.Tensor, sw: torch.Tensor) -> torch.Tensor:
+        hg = self._hg(g, h, mask, sw)
+        nf, nloc, ng = hg.shape[0], hg.shape[1], hg.shape[3]
+        out = torch.matmul(hg[..., : self.axis].transpose(-1, -2), hg) / 3.0
+        return out.reshape(nf, nloc, self.axis * ng)
+
+    def forward(self, g1: torch.Tensor, g1_ext: torch.Tensor, g2: torch.Tensor, h2: torch.Tensor,
+                nlist: torch.Tensor, mask: torch.Tensor, sw: torch.Tensor):
+        nf, nloc, nnei = nlist.shape[0], nlist.shape[1], nlist.shape[2]
+        g1_update: List[torch.Tensor] = [g1]
+        g1_mlp: List[torch.Tensor] = []
+        if not self.g1_out_mlp:
+            g1_mlp.append(g1)
+        g1_self_mlp = self.g1_self_mlp
+        if g1_self_mlp is not None:
+            g1_update.append(self.act(g1_self_mlp(g1)))
+        gg1 = torch.zeros(0, dtype=g1.dtype, device=g1.device)
+        if self.cal_gg1:
+            ng1 = g1_ext.shape[2]
+            gg1 = torch.gather(g1_ext, 1, nlist.reshape(nf, nloc * nnei, 1).expand(-1, -1, ng1)).reshape(
+                nf, nloc, nnei, ng1)
+        mask4 = mask.unsqueeze(-1)
+        sw4 = sw.unsqueeze(-1)
+
+        g2_new, h2_new = g2, h2
+        linear2 = self.linear2
+        if linear2 is not None:
+            g2_update: List[torch.Tensor] = [g2, self.act(linear2(g2))]
+            h2_update: List[torch.Tensor] = [h2]
+            proj_g1g1g2 = self.proj_g1g1g2
+            if proj_g1g1g2 is not None:
+                t = g1.unsqueeze(-2) * gg1
+                t = torch.where(mask4, t, torch.zeros_like(t))
+                if self.smooth:
+                    t = t * sw4
+                g2_update.append(proj_g1g1g2(t))
+            attn2g_map = self.attn2g_map
+            if attn2g_map is not None:
+                aa = attn2g_map(g2, h2, mask, sw)
+                attn2_mh_apply = self.attn2_mh_apply
+                attn2_lm = self.attn2_lm
+                if attn2_mh_apply is not None and attn2_lm is not None:
+                    g2_update.append(attn2_lm(attn2_mh_apply(aa, g2)))
+                attn2_ev_apply = self.attn2_ev_apply
+                if attn2_ev_apply is not None:
+                    h2_update.append(attn2_ev_apply(aa, h2))
+            g2_new = self._combine(g2_update, self.g2_residual)
+            h2_new = self._combine(h2_update, self.h2_residual)
+
+        proj_g1g2 = self.proj_g1g2
+        if proj_g1g2 is not None:
+            if self.g1_out_conv:
+                gg = gg1
+            else:
+                gg = proj_g1g2(gg1)
+            gg = torch.where(mask4, gg, torch.zeros_like(gg))
+            if self.smooth:
+                gg = gg * sw4
+                inv = (1.0 / float(nnei)) * torch.ones(nf, nloc, 1, dtype=gg.dtype, device=gg.device)
+            else:
+                inv = (1.0 / (self.epsilon + mask.to(gg.dtype).sum(-1))).unsqueeze(-1)
+            if self.g1_out_conv:
+                conv = (proj_g1g2(g2) * gg).sum(2) * inv
+                g1_update.append(conv)
+            else:
+                conv = (g2 * gg).sum(2) * inv
+                g1_mlp.append(conv)
+        if self.has_grrg:
+            g1_mlp.append(self._grrg(g2, h2, mask, sw))
+        if self.has_drrd:
+            g1_mlp.append(self._grrg(gg1, h2, mask, sw))
+        g1_update.append(self.act(self.linear1(torch.cat(g1_mlp, dim=-1))))
+        loc_attn = self.loc_attn
+        if loc_attn is not None:
+            g1_update.append(loc_attn(g1, gg1, mask, sw))
+        g1_new = self._combine(g1_update, self.g1_residual)
+        return g1_new, g2_new, h2_new
