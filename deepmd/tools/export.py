@@ -1,6 +1,6 @@
 """Exports a model into a .pt2 archive (docs/model_archive.md): a deepmd-kit model file (.dp, .yaml,
-or the model dict inside deepmd-kit's .pt2 / .pte), or one of this project's reference-model JSON
-configurations (--config).
+or the model dict inside deepmd-kit's .pt2 / .pte), or a freshly initialised model from deepmd-kit's
+training input (--config input.json, its `model` section; weights from --seed).
 
 The archive holds the regular graph and, when the model's embeddings must cross ranks, the with-comm
 graph. Before anything is written, both graphs are reloaded from their serialized bytes and the
@@ -9,7 +9,9 @@ hops (self-exchange plan). The archive is written beside the target and renamed 
 failed export never leaves a half-written file.
 
 Usage: export.py MODEL.{dp,yaml,pt2,pte} --out OUT.pt2 --ops-library libdeepmd_comm_ops.so
-       export.py --config CFG.json --out OUT.pt2 --ops-library libdeepmd_comm_ops.so"""
+       export.py --config input.json [--seed N] [--save-dp MODEL.dp] --out OUT.pt2 --ops-library ...
+(A configuration of this project's older reference models, with `descriptor` and `fitting` at the top
+and no `fitting_net`, is still read by --config while the test suites move to deepmd-kit inputs.)"""
 
 import argparse
 import hashlib
@@ -160,10 +162,7 @@ def descriptor_summary(descriptor: torch.nn.Module) -> dict:
 
 def export_deepmd_kit(path: str, out_path: str) -> dict:
     """A deepmd-kit model file (.dp, .yaml, .pt2 or .pte), imported exactly (deepmd/dpkit)."""
-    from deepmd.dpkit.build import model_from_dict
     tree = load_model_dict(path)
-    model_node = tree["model"]
-    model = model_from_dict(model_node)
     source = {
         "file": os.path.basename(path),
         "sha256": sha256(path),
@@ -172,6 +171,31 @@ def export_deepmd_kit(path: str, out_path: str) -> dict:
         "deepmd_kit_version": tree.get("version"),
         "backend": tree.get("backend"),
     }
+    return export_tree(tree, source, out_path)
+
+
+def is_deepmd_kit_input(config: dict) -> bool:
+    """deepmd-kit's training input (or its `model` section), as opposed to a reference-model config."""
+    return "model" in config or "fitting_net" in config
+
+
+def export_input(config: dict, seed: int, out_path: str, config_path: str = "", save_dp: str = "") -> dict:
+    """A freshly initialised model from deepmd-kit's training input (deepmd/dpkit/init.py)."""
+    from deepmd.dpkit.init import model_dict_from_input, write_dp
+    section = config.get("model", config)
+    tree = {"software": "deepmd-gnn-mpi", "version": "random-init", "model": model_dict_from_input(section, seed),
+            "model_def_script": section}
+    if save_dp:
+        write_dp(tree, save_dp)
+    source = {"file": os.path.basename(config_path), "sha256": sha256(config_path) if config_path else None,
+              "format": "input.json", "seed": seed, "initialisation": "random (untrained)"}
+    return export_tree(tree, source, out_path)
+
+
+def export_tree(tree: dict, source: dict, out_path: str) -> dict:
+    from deepmd.dpkit.build import model_from_dict
+    model_node = tree["model"]
+    model = model_from_dict(model_node)
     summary = descriptor_summary(energy_model(model).descriptor)
     backbone = model_node.get("backbone_model", model_node)  # spin models wrap a standard one
     summary["type"] = backbone.get("descriptor", {}).get("type", summary["type"])  # deepmd-kit's name
@@ -201,7 +225,10 @@ def write_archive(out_path: str, meta: dict, regular: bytes, with_comm: Optional
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", help="deepmd-kit model file: .dp, .yaml/.yml, .pt2 or .pte")
-    parser.add_argument("--config", help="instead of a model file: a reference-model configuration (JSON)")
+    parser.add_argument("--config", help="instead of a model file: deepmd-kit's training input (input.json); "
+                        "the model is freshly initialised")
+    parser.add_argument("--seed", type=int, default=1, help="with --config: the seed of the weights")
+    parser.add_argument("--save-dp", default="", help="with --config: also write the model as a deepmd-kit .dp")
     parser.add_argument("--out", required=True, help="archive to write (.pt2)")
     parser.add_argument("--ops-library", required=True, help="libdeepmd_comm_ops.so")
     args = parser.parse_args(argv)
@@ -212,7 +239,11 @@ def main(argv=None) -> int:
         if args.model is not None:
             meta = export_deepmd_kit(args.model, args.out)
         else:
-            meta = export(load_config(args.config), args.out)
+            config = load_config(args.config)
+            if is_deepmd_kit_input(config):
+                meta = export_input(config, args.seed, args.out, args.config, args.save_dp)
+            else:
+                meta = export(config, args.out)
     except UnsupportedModel as e:
         print(f"export: {e}", file=sys.stderr)
         return 1
