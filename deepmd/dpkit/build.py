@@ -11,10 +11,11 @@ import torch
 from deepmd.dpkit import network
 from deepmd.dpkit.serialization import UnsupportedModel, load_model_dict
 
-# (module, class, deepmd-kit type names). deepmd-kit's aliases: se_a = se_e2_a, se_atten = dpa1.
+# (module, class, deepmd-kit type names). deepmd-kit's aliases: se_a = se_e2_a, se_atten = dpa1;
+# se_atten_v2 is DPA1 with the stripped type embedding.
 _MODULES = [
     ("deepmd.dpkit.se_e2_a", "SeE2A", ["se_e2_a", "se_a"]),
-    ("deepmd.dpkit.dpa1", "DescrptDPA1", ["dpa1", "se_atten"]),
+    ("deepmd.dpkit.dpa1", "DescrptDPA1", ["dpa1", "se_atten", "se_atten_v2"]),
     ("deepmd.dpkit.dpa2", "DescrptDPA2", ["dpa2"]),
     ("deepmd.dpkit.dpa3", "DescrptDPA3", ["dpa3"]),
     ("deepmd.dpkit.hybrid", "DescrptHybrid", ["hybrid"]),
@@ -51,7 +52,7 @@ def _registry() -> Dict[str, Any]:
 DESCRIPTORS: Dict[str, Any] = _registry()
 
 # deepmd-kit's descriptor versions that mean "compressed" (tabulated embedding nets).
-_COMPRESSED_VERSION = {"se_e2_a": 3, "se_a": 3, "dpa1": 3, "se_atten": 3, "dpa2": 4}
+_COMPRESSED_VERSION = {"se_e2_a": 3, "se_a": 3, "dpa1": 3, "se_atten": 3, "se_atten_v2": 3, "dpa2": 4}
 
 
 def descriptor_from_dict(node: Dict[str, Any], ntypes: int, where: str = "model.descriptor") -> torch.nn.Module:
@@ -66,7 +67,7 @@ def descriptor_from_dict(node: Dict[str, Any], ntypes: int, where: str = "model.
     if kind not in DESCRIPTORS:
         raise UnsupportedModel(f"{where}: descriptor type {kind!r} is not supported; supported types: "
                                f"{', '.join(sorted(DESCRIPTORS))}")
-    return DESCRIPTORS[kind](node, ntypes)
+    return DESCRIPTORS[kind](node, ntypes, where)
 
 
 class _ScriptableActivation(torch.nn.Module):
@@ -106,8 +107,25 @@ assert [getattr(network, n, i) for i, n in enumerate(
     ["_LINEAR", "_TANH", "_RELU", "_GELU", "_RELU6", "_SOFTPLUS", "_SIGMOID", "_SILU", "_SILUT"])] == list(range(9))
 
 
+_ACTIVATION_SCRIPTS: Dict[str, bool] = {}
+
+
+def _activation_scripts() -> bool:
+    """Whether network.Activation scripts as it is (then the workaround stays out of the way)."""
+    if "ok" not in _ACTIVATION_SCRIPTS:
+        try:
+            torch.jit.script(network.Activation("tanh"))
+            _ACTIVATION_SCRIPTS["ok"] = True
+        except Exception:  # noqa: BLE001 - the TorchScript error of the global-int comparison
+            _ACTIVATION_SCRIPTS["ok"] = False
+    return _ACTIVATION_SCRIPTS["ok"]
+
+
 def make_scriptable(model: torch.nn.Module) -> torch.nn.Module:
-    """Swaps every network.Activation for the scriptable copy (see _ScriptableActivation)."""
+    """Swaps every network.Activation for the scriptable copy (see _ScriptableActivation), unless
+    network.Activation scripts by itself."""
+    if _activation_scripts():
+        return model
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if type(child).__name__ == "Activation" and type(child).__module__ == network.__name__:

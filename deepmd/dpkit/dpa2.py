@@ -96,13 +96,8 @@ class _Block(torch.nn.Module):
         davg, dstd = _stats(var, where, ntypes, nnei, dtype)
         self.register_buffer("davg", davg)
         self.register_buffer("dstd", dstd)
-        env_node = var.get("env_mat", {}) or {}
-        for key, want in (("rcut", rcut), ("rcut_smth", rcut_smth)):
-            if key in env_node and abs(float(env_node[key]) - want) > 1e-12:
-                raise UnsupportedModel(f"{where}.env_mat: {key} {env_node[key]} differs from the block's {want}")
-        if env_node.get("use_exp_switch", False):
-            raise UnsupportedModel(f"{where}.env_mat: use_exp_switch is not part of DPA2 (deepmd-kit ignores it "
-                                   "here too); re-export the model")
+        # The block's env_mat node is ignored, as deepmd-kit's deserializer does (it always records the
+        # block cutoffs and protection 0; the descriptor-level env_protection applies).
 
     def prepare(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor):
         """(rr = normalised R with excluded rows zeroed [nf,nloc,nnei,4], sw masked [nf,nloc,nnei],
@@ -272,6 +267,12 @@ class DescrptDPA2(Descriptor):
         ri_args.update(require(node, where, "repinit_args"))
         rf_args = dict(_REPFORMER_DEFAULTS)
         rf_args.update(require(node, where, "repformer_args"))
+        for name, args, known in (("repinit_args", ri_args, _REPINIT_DEFAULTS),
+                                  ("repformer_args", rf_args, _REPFORMER_DEFAULTS)):
+            unknown = sorted(set(args) - set(known) - {"rcut", "rcut_smth", "nsel"})
+            if unknown:
+                raise UnsupportedModel(f"{where}.{name}: keys {unknown} are not ones deepmd-kit's dpa2 (@version ≤ 3) "
+                                       "writes")
         if version < 3:  # deepmd-kit's compatibility rule for older files
             rf_args["use_sqrt_nnei"] = False
             rf_args["g1_out_conv"] = False

@@ -133,7 +133,8 @@ class DescrptDPA3(Descriptor):
         self.register_buffer("dstd", tensor(dstd, self.dtype))
         self.edge_embd = Layer(require(rv, wv, "edge_embd"), wv + ".edge_embd")
         self.angle_embd = Layer(require(rv, wv, "angle_embd"), wv + ".angle_embd")
-        for name, layer, width in (("edge_embd", self.edge_embd, self.e_dim), ("angle_embd", self.angle_embd, self.a_dim)):
+        for name, layer, width in (("edge_embd", self.edge_embd, self.e_dim),
+                                   ("angle_embd", self.angle_embd, self.a_dim)):
             if layer.num_in != 1 or layer.num_out != width:
                 raise UnsupportedModel(f"{wv}.{name}: shape [{layer.num_in}, {layer.num_out}], expected [1, {width}]")
             if layer.w.dtype != self.dtype:

@@ -49,7 +49,7 @@ class StandardModel(torch.nn.Module):
                                    "writes")
         self.type_map: List[str] = [str(t) for t in require(node, where, "type_map")]
         ntypes = len(self.type_map)
-        self.descriptor = descriptor_from_dict(require(node, where, "descriptor"), ntypes)
+        self.descriptor = descriptor_from_dict(require(node, where, "descriptor"), ntypes, where + ".descriptor")
         self.fitting = EnergyFitting(require(node, where, "fitting"), where + ".fitting")
         if self.fitting.ntypes != ntypes:
             raise UnsupportedModel(f"{where}.fitting: ntypes {self.fitting.ntypes} differs from the type_map ({ntypes})")

@@ -28,10 +28,12 @@ def tensor(array: Optional[np.ndarray], dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
 
 
-# Activation kinds (TorchScript dispatches on an int).
-_LINEAR, _TANH, _RELU, _GELU, _RELU6, _SOFTPLUS, _SIGMOID, _SILU, _SILUT = range(9)
-_NAMES = {"linear": _LINEAR, "none": _LINEAR, "tanh": _TANH, "relu": _RELU, "gelu": _GELU, "gelu_tf": _GELU,
-          "relu6": _RELU6, "softplus": _SOFTPLUS, "sigmoid": _SIGMOID, "silu": _SILU}
+# Activation kinds. TorchScript dispatches on an int and cannot read module-level names in forward,
+# so forward spells the numbers out: 0 linear, 1 tanh, 2 relu, 3 gelu, 4 relu6, 5 softplus,
+# 6 sigmoid, 7 silu, 8 silut.
+_NAMES = {"linear": 0, "none": 0, "tanh": 1, "relu": 2, "gelu": 3, "gelu_tf": 3, "relu6": 4, "softplus": 5,
+          "sigmoid": 6, "silu": 7}
+_SILUT = 8
 
 
 class Activation(torch.nn.Module):
@@ -54,22 +56,22 @@ class Activation(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kind
-        if k == _LINEAR:
+        if k == 0:
             return x
-        if k == _TANH:
+        if k == 1:
             return torch.tanh(x)
-        if k == _SILU:
+        if k == 7:
             return x * torch.sigmoid(x)
-        if k == _SILUT:
+        if k == 8:
             return torch.where(x < self.threshold, x * torch.sigmoid(x),
                                torch.tanh(self.slope * (x - self.threshold)) + self.const)
-        if k == _RELU:
+        if k == 2:
             return x * (x > 0).to(x.dtype)
-        if k == _GELU:
+        if k == 3:
             return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
-        if k == _RELU6:
+        if k == 4:
             return torch.where(x < 0, torch.zeros_like(x), torch.where(x > 6, torch.full_like(x, 6.0), x))
-        if k == _SOFTPLUS:
+        if k == 5:
             positive = x > 0
             e = torch.exp(torch.where(positive, -x, x))
             return torch.where(positive, x + torch.log(1 + e), torch.log(1 + e))

@@ -265,7 +265,8 @@ class RepFlowLayer(torch.nn.Module):
             updates.append(msg)
         return self.combine(node, updates, self.n_residual)
 
-    def angle_inputs(self, node: torch.Tensor, edge: torch.Tensor, a_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def angle_inputs(self, node: torch.Tensor, edge: torch.Tensor,
+                     a_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Compressed node and edge parts of the angle messages; edges cut to the angle list and zeroed
         outside it."""
         nang = a_mask.shape[2]

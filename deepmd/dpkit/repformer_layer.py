@@ -17,6 +17,15 @@ from deepmd.dpkit.network import Activation, Layer, LayerNorm
 from deepmd.dpkit.serialization import UnsupportedModel, check_version, require, variables
 
 UPDATE_STYLES = {"res_avg": 0, "res_incr": 1, "res_residual": 2}
+_KNOWN_OPTIONS = {
+    "@class", "@version", "@variables", "rcut", "rcut_smth", "sel", "ntypes", "g1_dim", "g2_dim", "axis_neuron",
+    "update_chnnl_2", "update_g1_has_conv", "update_g1_has_drrd", "update_g1_has_grrg", "update_g1_has_attn",
+    "update_g2_has_g1g1", "update_g2_has_attn", "update_h2", "attn1_hidden", "attn1_nhead", "attn2_hidden",
+    "attn2_nhead", "attn2_has_gate", "activation_function", "update_style", "update_residual",
+    "update_residual_init", "smooth", "precision", "trainable_ln", "use_sqrt_nnei", "g1_out_conv", "g1_out_mlp",
+    "ln_eps", "trainable", "seed", "linear1", "linear2", "proj_g1g2", "proj_g1g1g2", "attn2g_map", "attn2_mh_apply",
+    "attn2_lm", "attn2_ev_apply", "loc_attn", "g1_self_mlp", "g1_residual", "g2_residual", "h2_residual",
+}
 
 
 def _layer(node: Dict[str, Any], key: str, where: str, dtype: torch.dtype, num_in: int, num_out: int) -> Layer:
@@ -172,6 +181,12 @@ class RepformerLayer(torch.nn.Module):
     def __init__(self, node: Dict[str, Any], where: str, dtype: torch.dtype, defaults: Dict[str, Any]):
         super().__init__()
         check_version(node, where, 1, 2)
+        if node.get("@class", "RepformerLayer") != "RepformerLayer":
+            raise UnsupportedModel(f"{where}: @class {node.get('@class')!r} is not RepformerLayer")
+        unknown = sorted(set(node) - _KNOWN_OPTIONS)
+        if unknown:
+            raise UnsupportedModel(f"{where}: keys {unknown} are not ones deepmd-kit's RepformerLayer (@version ≤ 2) "
+                                   "writes")
 
         def opt(key: str) -> Any:
             return node[key] if key in node else defaults[key]

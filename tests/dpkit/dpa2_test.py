@@ -438,6 +438,11 @@ class DPA2UnsupportedTest(unittest.TestCase):
     def test_future_version(self):
         self.assert_unsupported(lambda d: d.update({"@version": 5}), "@version 5")
 
+    def test_unknown_keys(self):
+        self.assert_unsupported(lambda d: d["repformer_args"].update({"new_option": 1}), "new_option")
+        self.assert_unsupported(lambda d: d["repformers_variable"]["repformer_layers"][0].update({"new_option": 1}),
+                                "new_option")
+
 
 if __name__ == "__main__":
     unittest_main.run()

@@ -74,7 +74,8 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
                                                                    "concat_output_tebd": False}),
     "no_angle_tebd_bias_exclude": ({"update_angle": False}, {"use_tebd_bias": True, "exclude_types": [[0, 1]],
                                                               "env_protection": 0.01}),
-    "no_optim_linear_compress": ({"optim_update": False, "a_compress_rate": 2, "a_dim": 8}, {"activation_function": "gelu"}),
+    "no_optim_linear_compress": ({"optim_update": False, "a_compress_rate": 2, "a_dim": 8},
+                                 {"activation_function": "gelu"}),
     "dynamic_sel": ({"use_dynamic_sel": True, "smooth_edge_update": True, "e_sel": 300, "a_sel": 100,
                      "sel_reduce_factor": 5.0}, {}),
     "dynamic_sequential_float32": ({"use_dynamic_sel": True, "smooth_edge_update": True, "e_sel": 300, "a_sel": 100,
@@ -170,8 +171,9 @@ def fingerprint(x: np.ndarray):
     return float(flat.sum()), float((flat * np.cos(0.37 * np.arange(flat.size))).sum()), float(np.abs(flat).sum())
 
 
-# deepmd-kit's DescrptDPA3 (bc902daf, deepmd/dpmodel: DescrptDPA3.deserialize(variant_node(name)).call on
-# variant_inputs(...) converted to numpy, use_loc_mapping false) -> fingerprint of its node_ebd output.
+# fingerprint() of deepmd-kit's own output: deepmd-kit bc902daf's deepmd/dpmodel DescrptDPA3.deserialize(
+# variant_node(name)).call(coord, atype, nlist, mapping) on variant_inputs(...) as numpy arrays (its numpy
+# backend, run outside this project with a numpy stand-in for array_api_compat), first output (node_ebd).
 VARIANT_FINGERPRINTS = {
     "res_avg_nonsmooth": (-1174.4069042389497, -5.929321850830959, 1639.426023717341),
     "res_incr_heads2": (-1174.4916469362825, 1.4414615468912135, 2420.9930102282387),

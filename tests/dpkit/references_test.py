@@ -3,9 +3,11 @@
 For every fixture model whose descriptor type deepmd/dpkit/build.py registers: build it from the model
 file, wrap it in the regular graph, torch.jit.script it, evaluate every reference case the way
 deepmd-kit's DeepEval does (tests/dpkit/references.py) and require max |Δ| ≤ 1e-10 on energy, force,
-virial, atom_energy, atom_virial (and force_mag for spin models). The with-comm graph must script too.
-Also deepmd-kit's hard-coded test numbers (deepmd_kit_hardcoded.json) within their stated tolerance,
-and UnsupportedModel (never another exception) for models this package cannot run.
+virial, atom_energy, atom_virial (and force_mag for spin models); the same for the scripted with-comm
+graph driven by a one-rank self-exchange plan. Also deepmd-kit's hard-coded test numbers
+(deepmd_kit_hardcoded.json) within their stated tolerance; se_e2_a/fitting/model options no fixture
+holds, against energies deepmd-kit's dpmodel computed on the same dicts (VariantsTest); and
+UnsupportedModel (never another exception) for models this package cannot run.
 Usage: references_test.py OPS_LIBRARY."""
 
 import copy
@@ -260,6 +262,197 @@ class UnsupportedModelTest(unittest.TestCase):
         node = self.base()
         node["fitting"]["tot_ener_zero"] = True
         self.assert_unsupported(node, "tot_ener_zero")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Options no fixture holds (se_e2_a two-sided, exclusions, truncation with pair exclusion, atom_ener,
+# fparam/aparam/default_fparam/case_embd, use_aparam_as_mask, the model's atom_exclude_types overriding
+# the fitting's, float32): variants of the se_e2_a_small fixture built here deterministically (numpy,
+# seeded), with energies pinned by deepmd-kit's own dpmodel code (bc902daf, numpy) evaluated on exactly
+# these dicts: BaseModel.deserialize(node).call(coord, atype, box, fparam=, aparam=) for every
+# variant_case (the dicts pickled from variant_models(); deepmd-kit's deepmd/ from its git tree; numpy
+# through a small array_api_compat stand-in, which reproduces the fixtures' references bitwise).
+
+VARIANT_CASES = ("test6_pbc", "test6_nopbc", "water192_triclinic")
+
+
+def _perturbed(net: dict, rng: np.random.Generator, scale: float = 0.3) -> dict:
+    """A copy of a network node with every array moved by seeded noise (a different, equally valid net)."""
+    net = copy.deepcopy(net)
+    for layer in net["layers"]:
+        for key, value in layer["@variables"].items():
+            if value is not None:
+                layer["@variables"][key] = value + scale * rng.standard_normal(value.shape)
+    return net
+
+
+def _widen_fitting_input(fitting: dict, extra: int, rng: np.random.Generator) -> None:
+    for net in fitting["nets"]["networks"]:
+        first = net["layers"][0]["@variables"]
+        first["w"] = np.concatenate([first["w"], 0.3 * rng.standard_normal((extra, first["w"].shape[1]))])
+        net["in_dim"] = first["w"].shape[0]
+
+
+def _truncate_sel(descriptor: dict, sel) -> None:
+    old = descriptor["sel"]
+    rows = np.concatenate([np.arange(sum(old[:t]), sum(old[:t]) + s) for t, s in enumerate(sel)])
+    for key in ("davg", "dstd"):
+        descriptor["@variables"][key] = descriptor["@variables"][key][:, rows, :]
+    descriptor["sel"] = list(sel)
+
+
+def _to_float32(node):
+    if isinstance(node, dict):
+        return {k: ("float32" if k == "precision" else _to_float32(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_to_float32(v) for v in node]
+    if isinstance(node, np.ndarray) and node.dtype == np.float64:
+        return node.astype(np.float32)
+    return node
+
+
+def variant_models() -> Dict[str, dict]:
+    """name -> model dict. Deterministic: the fixture's arrays plus numpy's seeded generator."""
+    base = model_dict("se_e2_a_small")
+    rng = np.random.default_rng(20261201)
+    out: Dict[str, dict] = {}
+
+    def new() -> dict:
+        node = copy.deepcopy(base)
+        v = node["descriptor"]["@variables"]
+        v["davg"] = v["davg"] + 0.02 * rng.standard_normal(v["davg"].shape)  # per-slot davg, nonzero everywhere
+        return node
+
+    def two_sided(node: dict) -> None:
+        emb = node["descriptor"]["embeddings"]
+        nets = emb["networks"]
+        emb["ndim"] = 2
+        emb["networks"] = [_perturbed(nets[k // 2], rng) if k % 2 else copy.deepcopy(nets[k // 2]) for k in range(4)]
+        node["descriptor"]["type_one_side"] = False
+
+    node = new(); two_sided(node); out["two_sided"] = node
+    node = new(); two_sided(node)
+    node["descriptor"].update(exclude_types=[[0, 1]], env_protection=0.05); out["two_sided_exclude_protection"] = node
+    node = new(); node["descriptor"]["exclude_types"] = [[1, 1]]; out["one_sided_exclude"] = node
+    node = new(); _truncate_sel(node["descriptor"], (12, 20)); node["pair_exclude_types"] = [[0, 1]]
+    node["atom_exclude_types"] = [1]; node["fitting"]["exclude_types"] = [1]; out["truncated_pair_atom_exclude"] = node
+    node = new(); f = node["fitting"]
+    f["mixed_types"] = True; f["atom_ener"] = [1.0, None]
+    f["nets"].update(ndim=0, networks=[_perturbed(f["nets"]["networks"][0], rng, 0.1)]); out["mixed_atom_ener"] = node
+    node = new(); node["fitting"]["atom_ener"] = [None, 2.0]; out["per_type_atom_ener"] = node
+    node = new(); f = node["fitting"]; fv = f["@variables"]
+    f.update(numb_fparam=2, numb_aparam=2, dim_case_embd=3, default_fparam=[0.3, -0.2])
+    fv.update(fparam_avg=np.array([0.1, -0.3]), fparam_inv_std=np.array([1.5, 0.7]), aparam_avg=np.array([0.2, 0.0]),
+              aparam_inv_std=np.array([2.0, 0.5]), case_embd=np.array([0.0, 1.0, 0.0]),
+              default_fparam_tensor=np.array([0.3, -0.2]))
+    _widen_fitting_input(f, 7, rng); out["fparam_aparam_case_embd"] = node
+    node = new(); f = node["fitting"]
+    f.update(numb_aparam=1, use_aparam_as_mask=True)
+    f["@variables"].update(aparam_avg=np.array([0.5]), aparam_inv_std=np.array([3.0])); out["aparam_as_mask"] = node
+    node = new(); node["fitting"]["exclude_types"] = [1]; out["fitting_exclude_overridden"] = node
+    node = new(); two_sided(node); out["float32"] = _to_float32(node)
+    for node in out.values():
+        node["@variables"]["out_bias"] = node["@variables"]["out_bias"] + rng.standard_normal((1, 2, 1))
+    return out
+
+
+def variant_case(model: dict, name: str) -> dict:
+    """The reference case's inputs plus deterministic fparam/aparam where the model takes them
+    (fparam is omitted in test6_nopbc, so the default applies)."""
+    c = R.load_reference("se_e2_a_small")["cases"][name]
+    case = {"coord": c["coord"], "atype": c["atype"], "box": c["box"]}
+    f = model["fitting"]
+    nat = len(c["atype"])
+    if f.get("numb_fparam", 0) and name != "test6_nopbc":
+        case["fparam"] = [0.45, -0.15][: f["numb_fparam"]]
+    if f.get("numb_aparam", 0):
+        case["aparam"] = [0.1 * ((i * 7 + k) % 5) - 0.2 for i in range(nat) for k in range(f["numb_aparam"])]
+    return case
+
+
+def checksum(atom_energy: np.ndarray) -> float:
+    """A weighted sum that no permutation or sign error of the atomic energies keeps."""
+    return float(np.sum(np.asarray(atom_energy).reshape(-1) * np.cos(np.arange(np.size(atom_energy)))))
+
+
+# deepmd-kit bc902daf dpmodel (numpy) on variant_models() / variant_case(): (energy, checksum(atom_energy)).
+VARIANT_ENERGIES: Dict[str, Dict[str, tuple]] = {
+    'aparam_as_mask': {
+        'test6_pbc': (-939.4302870033407, 45.15665558175626),
+        'test6_nopbc': (-939.4129994244677, 45.16914546930692),
+        'water192_triclinic': (-30062.727415674475, -14.01133505915061),
+    },
+    'fitting_exclude_overridden': {
+        'test6_pbc': (-931.7177078391825, 45.052177774336734),
+        'test6_nopbc': (-931.6966671252436, 45.06029348260151),
+        'water192_triclinic': (-29815.154555129488, -11.129723656490143),
+    },
+    'float32': {
+        'test6_pbc': (-937.0348764502535, 45.08969628165721),
+        'test6_nopbc': (-937.0124552392492, 45.09198710272503),
+        'water192_triclinic': (-29983.85233796566, -13.522081261807244),
+    },
+    'fparam_aparam_case_embd': {
+        'test6_pbc': (-936.3137716787505, 45.3939665384643),
+        'test6_nopbc': (-936.1660798553962, 45.40054616783502),
+        'water192_triclinic': (-29969.91836620519, -10.775242744298396),
+    },
+    'mixed_atom_ener': {
+        'test6_pbc': (-942.1259126944328, 45.449193528988104),
+        'test6_nopbc': (-942.0459451945502, 45.458970791079985),
+        'water192_triclinic': (-30160.327318534586, -12.516739656011538),
+    },
+    'one_sided_exclude': {
+        'test6_pbc': (-934.3058569622218, 45.16205016273647),
+        'test6_nopbc': (-934.2952111594318, 45.171427747496764),
+        'water192_triclinic': (-29897.64571705375, -11.353127981033452),
+    },
+    'per_type_atom_ener': {
+        'test6_pbc': (-934.017758457538, 45.08746520812086),
+        'test6_nopbc': (-933.9968984641916, 45.09281690632207),
+        'water192_triclinic': (-29889.039529405978, -12.002622762394225),
+    },
+    'truncated_pair_atom_exclude': {
+        'test6_pbc': (-185.29477300951015, -0.9264061506162022),
+        'test6_nopbc': (-185.29381645851623, -0.9271642490625283),
+        'water192_triclinic': (-5933.842148245201, -106.07047642553792),
+    },
+    'two_sided': {
+        'test6_pbc': (-923.6259704517737, 44.507192966587326),
+        'test6_nopbc': (-923.570969349477, 44.498651776099635),
+        'water192_triclinic': (-29560.371620257538, -12.724625867910817),
+    },
+    'two_sided_exclude_protection': {
+        'test6_pbc': (-938.0623537409572, 45.414056522264445),
+        'test6_nopbc': (-938.0574222126265, 45.41467253520333),
+        'water192_triclinic': (-30025.275149532867, -10.589598504030363),
+    },
+}
+
+
+class VariantsTest(unittest.TestCase):
+    def test_variants_against_deepmd_kit(self):
+        self.assertTrue(VARIANT_ENERGIES, "no pinned deepmd-kit energies")
+        models = variant_models()
+        self.assertEqual(sorted(models), sorted(VARIANT_ENERGIES))
+        for name, node in models.items():
+            model = build.model_from_dict(copy.deepcopy(node))
+            graph = torch.jit.script(RegularGraph(model))
+            # float32: deepmd-kit's own float32 runs differ by ~1e-7 relative (README §6).
+            rel = 1e-6 if name == "float32" else 0.0
+            for case_name in VARIANT_CASES:
+                with self.subTest(model=name, case=case_name):
+                    result = R.evaluate(graph, variant_case(node, case_name), model.rcut)
+                    energy, check = VARIANT_ENERGIES[name][case_name]
+                    de, dc = abs(float(result["energy"]) - energy), abs(checksum(result["atom_energy"]) - check)
+                    print(f"  variant {name}/{case_name}: energy {de:.1e} atom_energy checksum {dc:.1e}", flush=True)
+                    self.assertLessEqual(de, max(TOLERANCE, rel * abs(energy)))
+                    self.assertLessEqual(dc, max(TOLERANCE, rel * abs(energy)))
+                    # Σ atom_energy = energy and Σ atom_virial = virial (the derivatives are autograd's; in
+                    # float32 the atomic-virial correction sums to 0 only to float32 roundoff).
+                    self.assertAlmostEqual(float(np.sum(result["atom_energy"])), float(result["energy"]), delta=1e-9)
+                    np.testing.assert_allclose(result["atom_virial"].reshape(-1, 9).sum(0), result["virial"],
+                                               atol=1e-5 if rel else 1e-9, rtol=0)
 
 
 if __name__ == "__main__":
