@@ -55,6 +55,35 @@ int Inspect(const Archive& archive) {
     return 0;
   }
   std::printf("archive        %s (%zu bytes)\n", archive.name().c_str(), archive.size_bytes());
+  const nlohmann::json meta = nlohmann::json::parse(*archive.Read("metadata.json"), nullptr, false);
+  if (meta.is_object() && meta.contains("source") && meta["source"].is_object()) {
+    const nlohmann::json& src = meta["source"];
+    auto text = [&](const char* key) { return src.contains(key) && src[key].is_string() ? src[key].get<std::string>() : ""; };
+    std::printf("source         %s%s%s\n", text("file").c_str(),
+                text("sha256").empty() ? "" : absl::StrCat(" (sha256 ", text("sha256").substr(0, 16), "...)").c_str(),
+                text("deepmd_kit_version").empty() ? "" : absl::StrCat(", ", text("software"), " ",
+                                                                        text("deepmd_kit_version")).c_str());
+  }
+  if (meta.is_object() && meta.contains("descriptor") && meta["descriptor"].is_object()) {
+    const nlohmann::json& d = meta["descriptor"];
+    std::string children;
+    if (d.contains("children") && d["children"].is_array()) {
+      std::vector<std::string> names;
+      for (const auto& c : d["children"]) names.push_back(c.value("type", "?"));
+      children = absl::StrCat(" of ", absl::StrJoin(names, " + "));
+    }
+    std::string fitting;
+    if (meta.contains("model_config") && meta["model_config"].is_object() &&
+        meta["model_config"].contains("fitting_net") && meta["model_config"]["fitting_net"].contains("neuron")) {
+      fitting = absl::StrCat("; fitting net ", meta["model_config"]["fitting_net"]["neuron"].dump());
+    }
+    std::printf("model          %s descriptor%s, %d per atom%s\n", d.value("type", "?").c_str(), children.c_str(),
+                d.value("dim_out", 0), fitting.c_str());
+    if (meta.contains("model_config") && meta["model_config"].is_object() &&
+        meta["model_config"].contains("descriptor")) {
+      std::printf("descriptor     %s\n", meta["model_config"]["descriptor"].dump().c_str());
+    }
+  }
   std::printf("format         version %d, %s graphs, %s\n", m.format_version, m.artifact_kind.c_str(),
               m.precision.c_str());
   std::printf("type map       %s\n", absl::StrJoin(m.type_map, " ").c_str());
