@@ -8,7 +8,6 @@ from typing import Any, Dict
 
 import torch
 
-from deepmd.dpkit import network
 from deepmd.dpkit.serialization import UnsupportedModel, load_model_dict
 
 # (module, class, deepmd-kit type names). deepmd-kit's aliases: se_a = se_e2_a, se_atten = dpa1;
@@ -70,67 +69,10 @@ def descriptor_from_dict(node: Dict[str, Any], ntypes: int, where: str = "model.
     return DESCRIPTORS[kind](node, ntypes, where)
 
 
-class _ScriptableActivation(torch.nn.Module):
-    """WORKAROUND for network.Activation.forward, which compares with module-level ints (_LINEAR, ...)
-    that TorchScript 1.13 cannot read ("python value of type 'int' cannot be used as a value"). Same
-    math, literal kinds (asserted equal to network.py's below). Remove once network.py is fixed."""
-
-    def __init__(self, act: torch.nn.Module):
-        super().__init__()
-        self.kind, self.threshold, self.slope, self.const = act.kind, act.threshold, act.slope, act.const
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.kind
-        if k == 0:  # linear
-            return x
-        if k == 1:  # tanh
-            return torch.tanh(x)
-        if k == 7:  # silu
-            return x * torch.sigmoid(x)
-        if k == 8:  # silut
-            return torch.where(x < self.threshold, x * torch.sigmoid(x),
-                               torch.tanh(self.slope * (x - self.threshold)) + self.const)
-        if k == 2:  # relu
-            return x * (x > 0).to(x.dtype)
-        if k == 3:  # gelu (tanh form)
-            return 0.5 * x * (1.0 + torch.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
-        if k == 4:  # relu6
-            return torch.where(x < 0, torch.zeros_like(x), torch.where(x > 6, torch.full_like(x, 6.0), x))
-        if k == 5:  # softplus
-            positive = x > 0
-            e = torch.exp(torch.where(positive, -x, x))
-            return torch.where(positive, x + torch.log(1 + e), torch.log(1 + e))
-        return torch.sigmoid(x)
-
-
-assert [getattr(network, n, i) for i, n in enumerate(
-    ["_LINEAR", "_TANH", "_RELU", "_GELU", "_RELU6", "_SOFTPLUS", "_SIGMOID", "_SILU", "_SILUT"])] == list(range(9))
-
-
-_ACTIVATION_SCRIPTS: Dict[str, bool] = {}
-
-
-def _activation_scripts() -> bool:
-    """Whether network.Activation scripts as it is (then the workaround stays out of the way)."""
-    if "ok" not in _ACTIVATION_SCRIPTS:
-        try:
-            torch.jit.script(network.Activation("tanh"))
-            _ACTIVATION_SCRIPTS["ok"] = True
-        except Exception:  # noqa: BLE001 - the TorchScript error of the global-int comparison
-            _ACTIVATION_SCRIPTS["ok"] = False
-    return _ACTIVATION_SCRIPTS["ok"]
-
-
-def make_scriptable(model: torch.nn.Module) -> torch.nn.Module:
-    """Swaps every network.Activation for the scriptable copy (see _ScriptableActivation), unless
-    network.Activation scripts by itself."""
-    if _activation_scripts():
-        return model
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if type(child).__name__ == "Activation" and type(child).__module__ == network.__name__:
-                setattr(module, name, _ScriptableActivation(child))
-    return model
+def make_scriptable(module: torch.nn.Module) -> torch.nn.Module:
+    """Kept for its callers (tests): it swapped network.Activation for a scriptable copy while that
+    class compared with module-level ints; network.Activation scripts by itself now, so it is a no-op."""
+    return module
 
 
 def model_from_dict(node: Dict[str, Any]) -> torch.nn.Module:
@@ -144,9 +86,9 @@ def model_from_dict(node: Dict[str, Any]) -> torch.nn.Module:
             if e.name != "deepmd.dpkit.spin":
                 raise
             raise UnsupportedModel("model: spin_ener models are not supported by this build (no deepmd/dpkit/spin.py)")
-        return make_scriptable(SpinEnergyModel(node))
+        return SpinEnergyModel(node)
     from deepmd.dpkit.model import StandardModel
-    return make_scriptable(StandardModel(node))
+    return StandardModel(node)
 
 
 def load_model(path: str) -> torch.nn.Module:
