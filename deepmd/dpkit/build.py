@@ -69,12 +69,6 @@ def descriptor_from_dict(node: Dict[str, Any], ntypes: int, where: str = "model.
     return DESCRIPTORS[kind](node, ntypes, where)
 
 
-def make_scriptable(module: torch.nn.Module) -> torch.nn.Module:
-    """Kept for its callers (tests): it swapped network.Activation for a scriptable copy while that
-    class compared with module-level ints; network.Activation scripts by itself now, so it is a no-op."""
-    return module
-
-
 def model_from_dict(node: Dict[str, Any]) -> torch.nn.Module:
     """The module for deepmd-kit's `model` node: standard -> StandardModel, spin_ener -> SpinEnergyModel."""
     if not isinstance(node, dict):

@@ -1,7 +1,7 @@
 """The protocol every deepmd-kit descriptor of this package follows (facts are read from these
 attributes, never from configuration key names).
 
-A descriptor is a torch.nn.Module built from its deepmd-kit dict node by `from_dict(node)` with:
+A descriptor is a torch.nn.Module built from its deepmd-kit dict node as `Cls(node, ntypes, where)` with:
   rcut: float              largest cutoff its neighbour list must cover (Å)
   sel: List[int]           per-type section sizes (mixed_types False) or [nsel] (mixed_types True)
   mixed_types: bool        one distance-sorted list (DPA1/2/3) or per-type sections (se_e2_a)

@@ -382,7 +382,7 @@ class DPA2OptionsTest(unittest.TestCase):
         cls.system = fingerprint_system()
 
     def descriptor(self, node: Dict[str, Any]) -> np.ndarray:
-        eager = build.make_scriptable(build.descriptor_from_dict(copy.deepcopy(node), 2))
+        eager = build.descriptor_from_dict(copy.deepcopy(node), 2)
         d = torch.jit.script(eager)
         coord, atype, nlist, mapping = self.system
         return d(coord.to(eager.dtype), atype, nlist, mapping, None)[0].detach().to(torch.float64).numpy()
@@ -404,7 +404,7 @@ class DPA2OptionsTest(unittest.TestCase):
         self.assertEqual(d.dtype, torch.float64)
         f32 = copy.deepcopy(model_dict("dpa2_small_medium_options")["descriptor"])
         f32["precision"] = "float32"
-        d32 = torch.jit.script(build.make_scriptable(build.descriptor_from_dict(f32, 2)))
+        d32 = torch.jit.script(build.descriptor_from_dict(f32, 2))
         coord, atype, nlist, mapping = fingerprint_system()
         out = d32(coord.to(torch.float32), atype, nlist, mapping, None)
         self.assertEqual(out.dtype, torch.float32)

@@ -279,7 +279,7 @@ class VariantTest(ReferenceCase):
     def test_against_deepmd_kit(self):
         for name in VARIANTS:
             desc = self.descriptor(name)
-            scripted = torch.jit.script(build.make_scriptable(desc))
+            scripted = torch.jit.script(desc)
             coord, atype, nlist, mapping = variant_inputs(variant_node(name))
             out = scripted(coord.to(desc.dtype), atype, nlist, mapping, None).double().numpy()
             got = fingerprint(out)
@@ -296,8 +296,8 @@ class VariantTest(ReferenceCase):
             desc = self.descriptor(name)
             if desc.dtype != torch.float64:
                 continue
-            regular = torch.jit.script(build.make_scriptable(self.descriptor(name)))
-            comm_desc = build.make_scriptable(self.descriptor(name))
+            regular = torch.jit.script(self.descriptor(name))
+            comm_desc = self.descriptor(name)
             comm_desc.ghosts = ExchangeGhosts()
             comm = torch.jit.script(comm_desc)
             s = self.comm_system(desc.rcut, 2)
