@@ -26,7 +26,9 @@ void BuildNeighborList(absl::Span<const double> coord, int64_t nloc, double cuto
     list.offsets.assign(nloc + 1, 0);
     return;
   }
-  // Bin every extended atom into cubic cells of side >= cutoff over the atoms' bounding box.
+  // Bin every extended atom into cells of side >= cutoff over the atoms' bounding box. Only occupied
+  // cells are stored (sorted by key), so memory is O(n) whatever the box: one atom far away must not
+  // cost a grid the size of the empty space in between.
   std::array<double, 3> lo, hi;
   for (int d = 0; d < 3; ++d) {
     lo[d] = hi[d] = coord[d];
@@ -35,21 +37,22 @@ void BuildNeighborList(absl::Span<const double> coord, int64_t nloc, double cuto
       hi[d] = std::max(hi[d], coord[3 * i + d]);
     }
   }
+  // Cells per dimension, at most 2^20 so that a key of three indices fits 63 bits (a cap only makes
+  // cells larger than the cutoff, which stays correct).
+  constexpr int64_t kMaxCells = int64_t{1} << 20;
   std::array<int64_t, 3> ncell;
-  for (int d = 0; d < 3; ++d) ncell[d] = std::max<int64_t>(1, static_cast<int64_t>((hi[d] - lo[d]) / cutoff));
-  auto cell_of = [&](int64_t i, int d) {
-    const double at = (coord[3 * i + d] - lo[d]) / (hi[d] - lo[d] + 1e-300) * ncell[d];
-    return at >= 0 ? std::min(ncell[d] - 1, static_cast<int64_t>(at)) : int64_t{0};  // NaN-safe
-  };
-  const int64_t total = ncell[0] * ncell[1] * ncell[2];
-  std::vector<int64_t> head(total + 1, 0), order(n), cell(n);
-  for (int64_t i = 0; i < n; ++i) {
-    cell[i] = (cell_of(i, 0) * ncell[1] + cell_of(i, 1)) * ncell[2] + cell_of(i, 2);
-    ++head[cell[i] + 1];
+  for (int d = 0; d < 3; ++d) {
+    const double cells = (hi[d] - lo[d]) / cutoff;
+    ncell[d] = cells >= 1 ? std::min<int64_t>(kMaxCells, static_cast<int64_t>(std::min(cells, 1e18))) : 1;
   }
-  for (int64_t c = 0; c < total; ++c) head[c + 1] += head[c];
-  std::vector<int64_t> fill(head.begin(), head.end() - 1);
-  for (int64_t i = 0; i < n; ++i) order[fill[cell[i]]++] = i;
+  auto cell_of = [&](int64_t i, int d) {
+    const double at = (coord[3 * i + d] - lo[d]) / (hi[d] - lo[d] + 1e-300) * static_cast<double>(ncell[d]);
+    return at >= 0 ? std::min(ncell[d] - 1, static_cast<int64_t>(std::min(at, 1e18))) : int64_t{0};  // NaN-safe
+  };
+  auto key = [&](int64_t x, int64_t y, int64_t z) { return (x * ncell[1] + y) * ncell[2] + z; };
+  std::vector<std::pair<int64_t, int64_t>> binned(n);  // (cell key, atom), sorted by key
+  for (int64_t i = 0; i < n; ++i) binned[i] = {key(cell_of(i, 0), cell_of(i, 1), cell_of(i, 2)), i};
+  std::sort(binned.begin(), binned.end());
 
   const double rc2 = cutoff * cutoff;
   list.offsets.reserve(nloc + 1);
@@ -58,9 +61,10 @@ void BuildNeighborList(absl::Span<const double> coord, int64_t nloc, double cuto
     for (int64_t x = std::max<int64_t>(0, c[0] - 1); x <= std::min(ncell[0] - 1, c[0] + 1); ++x) {
       for (int64_t y = std::max<int64_t>(0, c[1] - 1); y <= std::min(ncell[1] - 1, c[1] + 1); ++y) {
         for (int64_t z = std::max<int64_t>(0, c[2] - 1); z <= std::min(ncell[2] - 1, c[2] + 1); ++z) {
-          const int64_t k = (x * ncell[1] + y) * ncell[2] + z;
-          for (int64_t p = head[k]; p < head[k + 1]; ++p) {
-            const int64_t j = order[p];
+          const int64_t k = key(x, y, z);
+          auto p = std::lower_bound(binned.begin(), binned.end(), std::make_pair(k, int64_t{-1}));
+          for (; p != binned.end() && p->first == k; ++p) {
+            const int64_t j = p->second;
             if (j == i) continue;
             double r2 = 0;
             for (int d = 0; d < 3; ++d) r2 += (coord[3 * j + d] - coord[3 * i + d]) * (coord[3 * j + d] - coord[3 * i + d]);
