@@ -196,6 +196,8 @@ void PairDeepMD::RebuildTopology() {
   atype_.resize(nall);
   const int* type = atom->type;
   for (int i = 0; i < nall; ++i) atype_[i] = model_type_[type[i]];
+  ids_.assign(atom->tag_enable ? nall : 0, 0);  // without ids (atom_modify id no) errors name rows
+  for (size_t i = 0; i < ids_.size(); ++i) ids_[i] = static_cast<int64_t>(atom->tag[i]);
   const int dim_aparam = metadata().dim_aparam;
   aparam_.resize(static_cast<size_t>(nlocal) * dim_aparam);
   for (int i = 0; i < nlocal && dim_aparam > 0; ++i) {
@@ -203,6 +205,7 @@ void PairDeepMD::RebuildTopology() {
   }
 
   input_.atype = atype_;
+  input_.ids = ids_;
   input_.plan = plan_;
   input_.aparam = aparam_;
   input_.fparam = options_.fparam;

@@ -72,6 +72,7 @@ class PairDeepMD : public Pair {
   std::unique_ptr<deepmd::runtime::ModelDeviation> models_;
   std::vector<int> model_type_;  // LAMMPS type -> model type, -1 = NULL
   std::vector<int> atype_;       // per extended atom, set at rebuilds
+  std::vector<int64_t> ids_;     // per extended atom: atom->tag, set at rebuilds (errors name atoms by it)
   CommMode comm_mode_ = CommMode::kNone;
   deepmd::runtime::ComputeInput input_;
 

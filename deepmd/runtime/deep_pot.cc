@@ -9,13 +9,17 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstdio>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "deepmd/ops/plan.h"
 #include "deepmd/runtime/archive.h"
+#include "deepmd/runtime/atom_checks.h"
 #include "deepmd/runtime/host_memory.h"
 #include "deepmd/runtime/neighbor_list.h"
 
@@ -42,12 +46,28 @@ double VirtualAtomMargin(const ArchiveMetadata& m, absl::Span<const int> atype, 
   return 2 * most;
 }
 
-void ConfigureThreads(bool multi_rank) {
-  if (const char* env = std::getenv("DEEPMD_NUM_THREADS"); env != nullptr && std::atoi(env) > 0) {
-    at::set_num_threads(std::atoi(env));
-  } else if (multi_rank) {
-    at::set_num_threads(1);
+absl::Status ConfigureThreads(bool multi_rank) {
+  const char* env = std::getenv("DEEPMD_NUM_THREADS");
+  if (env == nullptr || *env == '\0') {
+    if (multi_rank) at::set_num_threads(1);
+    return absl::OkStatus();
   }
+  int threads = 0;
+  if (!absl::SimpleAtoi(env, &threads) || threads < 1) {
+    return Invalid(absl::StrCat("DEEPMD_NUM_THREADS='", env,
+                                "' is not a positive integer: set it to the number of threads per rank (e.g. 1), "
+                                "or unset it"));
+  }
+  const int hardware = static_cast<int>(std::thread::hardware_concurrency());  // 0: unknown
+  if (hardware > 0 && threads > hardware) {
+    std::fprintf(stderr,
+                 "deepmd: warning: DEEPMD_NUM_THREADS=%d is more than the %d hardware threads of this machine; "
+                 "using %d\n",
+                 threads, hardware, hardware);
+    threads = hardware;
+  }
+  at::set_num_threads(threads);
+  return absl::OkStatus();
 }
 
 constexpr char kPeerFailurePayload[] = "deepmd.runtime/peer-failure";
@@ -113,7 +133,7 @@ absl::Status DeepPot::Impl::Rebuild(const ComputeInput& in) {
   for (int64_t i = 0; i < n; ++i) {
     const int t = in.atype[i];
     if (t < -1 || t >= ntypes) {
-      return Invalid(absl::StrCat("atom ", i, " has type ", t, "; this model has types 0..", ntypes - 1,
+      return Invalid(absl::StrCat(AtomName(in.ids, i), " has type ", t, "; this model has types 0..", ntypes - 1,
                                   " and -1 for atoms it ignores (NULL)"));
     }
     if (t >= 0) {
@@ -138,7 +158,7 @@ absl::Status DeepPot::Impl::Rebuild(const ComputeInput& in) {
   }
   multi_rank = view && view->size() > 1;
   if (!threads_configured) {
-    ConfigureThreads(multi_rank);
+    if (absl::Status st = ConfigureThreads(multi_rank); !st.ok()) return st;
     threads_configured = true;
   }
   // A model that passes messages needs its ghosts' embeddings from their owners: on several ranks only
@@ -218,6 +238,11 @@ absl::Status DeepPot::Impl::Rebuild(const ComputeInput& in) {
   nlist = torch::empty({1, nloc_real, std::max<int64_t>(list.max_row(), 1)}, kI64);
   list.ToPadded(nlist.size(2), nlist.data_ptr<int64_t>());
   times.neighbor_list_seconds += SecondsSince(list_start);
+  // Overlapping atoms: the closest pair of the list just built (pairs with an owned atom; on several
+  // ranks each pair is seen by a rank that owns one of its atoms, and the ranks then agree).
+  if (list.closest_i >= 0) {
+    return CheckPairDistance(std::sqrt(list.closest_r2), kept[list.closest_i], kept[list.closest_j], in.ids);
+  }
   return absl::OkStatus();
 }
 
@@ -260,12 +285,17 @@ absl::Status DeepPot::Impl::FillStep(const ComputeInput& in) {
 
 absl::Status DeepPot::Impl::Prepare(const ComputeInput& in) {
   const int64_t n = static_cast<int64_t>(in.atype.size());
+  if (!in.ids.empty() && static_cast<int64_t>(in.ids.size()) != n) {
+    return Invalid(absl::StrCat("ids has ", in.ids.size(), " entries for ", n, " atoms (one per atom, or none)"));
+  }
   if (static_cast<int64_t>(in.coord.size()) != 3 * n) {
     return Invalid(absl::StrCat("coord has ", in.coord.size(), " values for ", n, " atoms (need 3 per atom)"));
   }
   if (in.nlocal < 0 || in.nlocal > n) return Invalid(absl::StrCat("nlocal ", in.nlocal, " is outside [0, ", n, "]"));
   for (int64_t k = 0; k < 3 * n; ++k) {
-    if (!std::isfinite(in.coord[k])) return Invalid(absl::StrCat("atom ", k / 3, " has a non-finite coordinate"));
+    if (!std::isfinite(in.coord[k])) {
+      return Invalid(absl::StrCat(AtomName(in.ids, k / 3), " has a non-finite coordinate"));
+    }
   }
   if (in.ago == 0 || nall < 0) {
     const Clock::time_point start = Clock::now();
@@ -360,9 +390,14 @@ absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
   }
   if (failure) {
     absl::Status status = absl::InternalError(absl::StrCat("model evaluation failed: ", *failure));
+    s.nall = -1;
     // Peers may be waiting in an exchange this rank will not reach: no agreement can follow.
-    if (s.use_with_comm && s.multi_rank) status.SetPayload(kInsideExchangesPayload, absl::Cord(*failure));
-    return status;
+    if (s.use_with_comm && s.multi_rank) {
+      status.SetPayload(kInsideExchangesPayload, absl::Cord(*failure));
+      return status;
+    }
+    // The regular graph exchanges nothing: its peers reach the agreement on the outputs below.
+    return AgreeAcrossRanks(status, in.plan);
   }
   s.times.graph_seconds += SecondsSince(start);
   start = Clock::now();
@@ -396,8 +431,17 @@ absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
       for (int k = 0; k < 9; ++k) out.atom_virial[9 * s.kept[r] + k] = av.data_ptr<double>()[9 * r + k];
     }
   }
+  // A non-finite result is never a success; on several ranks every rank learns of it (every rank that
+  // got here has finished its exchanges, so one more agreement is safe).
+  absl::Status finite = CheckFinite("energy", absl::MakeConstSpan(&out.energy, 1), 0, in.ids);
+  if (finite.ok()) finite = CheckFinite("force", out.force, 3, in.ids);
+  if (finite.ok()) finite = CheckFinite("virial", out.virial, 0, in.ids);
+  if (finite.ok() && m.is_spin) finite = CheckFinite("magnetic force", out.force_mag, 3, in.ids);
+  if (finite.ok() && in.atomic) finite = CheckFinite("per-atom energy", out.atom_energy, 1, in.ids);
+  if (finite.ok() && in.atomic) finite = CheckFinite("per-atom virial", out.atom_virial, 9, in.ids);
+  absl::Status agreed_outputs = AgreeAcrossRanks(finite, in.plan);
   s.times.outputs_seconds += SecondsSince(start);
-  return absl::OkStatus();
+  return agreed_outputs;
 }
 
 }  // namespace deepmd::runtime

@@ -7,10 +7,14 @@
 //   - otherwise -> the regular graph, ghosts through the ghost -> owner mapping (given, or derived from
 //     a single-rank plan).
 // On several ranks the ranks agree (one MPI_Allreduce of an int) before the graph runs, so an input
-// error on any rank makes every rank return an error instead of leaving its peers in an exchange.
+// error on any rank makes every rank return an error instead of leaving its peers in an exchange, and
+// once more after it, so that a non-finite result on one rank is an error on every rank.
 // NULL atoms (type -1) are compacted out and the plan remapped; they get zero force. Everything that
 // depends on the topology (compaction, plan, mapping, neighbour list with cutoff rcut + skin) is
 // rebuilt only when `ago == 0`.
+// Physically meaningless input and output are errors, never silent NaNs: atoms closer than
+// kMinPairDistance (checked at every rebuild, on the neighbour list built then anyway) and a
+// non-finite energy, force or virial from the graph (checked after every call, agreed across ranks).
 #ifndef DEEPMD_RUNTIME_DEEP_POT_H_
 #define DEEPMD_RUNTIME_DEEP_POT_H_
 
@@ -47,6 +51,9 @@ struct ComputeInput {
   absl::Span<const double> aparam;     // [nlocal, dim_aparam]
   int ago = 0;                         // steps since the last neighbour-list rebuild (0 = rebuild now)
   bool atomic = false;                 // also per-atom energy and virial
+  // [nall], optional: the caller's id of each row's atom, used only to name atoms in errors (LAMMPS:
+  // atom->tag, so that a ghost is named by its owner's id). Empty: atoms are named by their row.
+  absl::Span<const int64_t> ids;
 };
 
 struct ComputeOutput {
@@ -118,8 +125,9 @@ double VirtualAtomMargin(const ArchiveMetadata& metadata, absl::Span<const int> 
                               absl::Span<const double> spin);
 
 // Threads for LibTorch's intra-op work: 1 per rank when the plan spans several ranks, unless the
-// DEEPMD_NUM_THREADS environment variable says otherwise.
-void ConfigureThreads(bool multi_rank);
+// DEEPMD_NUM_THREADS environment variable says otherwise. A value that is not a positive integer is an
+// error naming it; one above the machine's hardware threads is capped there, with a warning on stderr.
+absl::Status ConfigureThreads(bool multi_rank);
 
 }  // namespace deepmd::runtime
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <limits>
 
 namespace deepmd::runtime {
 
@@ -22,6 +23,8 @@ void BuildNeighborList(absl::Span<const double> coord, int64_t nloc, double cuto
   const int64_t n = static_cast<int64_t>(coord.size() / 3);
   list.offsets.assign(1, 0);
   list.neighbors.clear();
+  list.closest_i = list.closest_j = -1;
+  list.closest_r2 = std::numeric_limits<double>::infinity();
   if (n == 0 || nloc == 0) {
     list.offsets.assign(nloc + 1, 0);
     return;
@@ -68,7 +71,9 @@ void BuildNeighborList(absl::Span<const double> coord, int64_t nloc, double cuto
             if (j == i) continue;
             double r2 = 0;
             for (int d = 0; d < 3; ++d) r2 += (coord[3 * j + d] - coord[3 * i + d]) * (coord[3 * j + d] - coord[3 * i + d]);
-            if (r2 < rc2) list.neighbors.push_back(j);
+            if (!(r2 < rc2)) continue;
+            list.neighbors.push_back(j);
+            if (r2 < list.closest_r2) list.closest_r2 = r2, list.closest_i = i, list.closest_j = j;
           }
         }
       }

@@ -3,6 +3,7 @@
 #define DEEPMD_RUNTIME_NEIGHBOR_LIST_H_
 
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "absl/types/span.h"
@@ -13,6 +14,10 @@ namespace deepmd::runtime {
 struct NeighborList {
   std::vector<int64_t> offsets;
   std::vector<int64_t> neighbors;
+  // The closest pair listed (local atom, neighbour) and its squared distance; -1 / infinity when the
+  // list is empty. Tracked while the list is built, so that callers can reject overlapping atoms for free.
+  int64_t closest_i = -1, closest_j = -1;
+  double closest_r2 = std::numeric_limits<double>::infinity();
   int64_t max_row() const;
   // Row-major [nloc, width] with -1 padding (width >= max_row()).
   void ToPadded(int64_t width, int64_t* out) const;

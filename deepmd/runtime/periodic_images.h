@@ -23,6 +23,9 @@ struct PeriodicImages {
 // `cell` holds the three lattice vectors as rows (any triclinic cell; the origin is a corner);
 // `periodic` says which of them wrap. Atoms are wrapped into the cell along periodic directions, and
 // every image within `cutoff` of the cell (measured across each pair of faces) is made.
+// Errors: non-finite or absurdly long lattice vectors, a tiny or flat cell (thinner than 0.1 A across a
+// pair of faces), an atom more than 1e3 cell lengths outside a periodic direction, and a cell so thin
+// for the cutoff that the images would exceed 2^25 rows.
 absl::StatusOr<PeriodicImages> MakePeriodicImages(absl::Span<const double> coord, const std::array<double, 9>& cell,
                                                   const std::array<bool, 3>& periodic, double cutoff);
 

@@ -36,6 +36,7 @@ absl::Status EvaluatePeriodic(DeepPot& pot, const PeriodicInput& in, ComputeOutp
   step.aparam = in.aparam;
   step.atomic = in.atomic;
   step.ago = 0;
+  step.ids = images->owner;  // errors name an image by its atom's index in the input
   ComputeOutput extended;
   if (absl::Status s = pot.Compute(step, extended); !s.ok()) return s;
   // Fold every image's share onto its atom.

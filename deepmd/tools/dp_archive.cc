@@ -4,11 +4,16 @@
 //   dp_archive verify FILE             loads every graph, checks them against the metadata, evaluates a
 //                                      generated periodic system: finite results, and the with-comm graph
 //                                      on a multi-hop self-exchange plan equal to the regular graph
-//   dp_archive extract FILE DIR        writes every entry under DIR
+//   dp_archive extract FILE DIR [--force]
+//                                      writes every entry under DIR (never outside it: entries named
+//                                      with '..' or absolutely are refused); existing files only with --force
 //
-// Exit status: 0 good, 1 the archive fails (the message says why), 2 usage error.
+// Exit status: 0 good, 1 the archive fails or a file cannot be written (the message says why), 2 usage
+// error.
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -29,6 +34,7 @@
 ABSL_FLAG(bool, json, false, "inspect: print JSON instead of a table");
 ABSL_FLAG(int, atoms, 12, "verify: atoms in the generated periodic system");
 ABSL_FLAG(int, seed, 1, "verify: seed of the generated system");
+ABSL_FLAG(bool, force, false, "extract: overwrite files that exist already");
 
 namespace {
 
@@ -110,13 +116,48 @@ int Inspect(const Archive& archive) {
   return 0;
 }
 
+// Where entry `name` goes under `dir`, or an error when it would land outside (absolute, '..', empty).
+absl::StatusOr<std::filesystem::path> EntryPath(const std::filesystem::path& dir, const std::string& name) {
+  const std::filesystem::path relative(name);
+  bool escapes = name.empty() || relative.has_root_path() || relative.has_root_name();
+  for (const auto& part : relative) escapes = escapes || part == "..";
+  if (escapes) {
+    return absl::InvalidArgumentError(absl::StrCat("entry '", name, "' would be written outside '", dir.string(),
+                                                   "' (an absolute name or '..'): refusing to extract this archive"));
+  }
+  return dir / relative.lexically_normal();
+}
+
 int Extract(const Archive& archive, const std::string& dir) {
-  for (const auto& [name, size] : archive.Entries()) {
-    const std::filesystem::path path = std::filesystem::path(dir) / name;
-    std::filesystem::create_directories(path.parent_path());
-    absl::StatusOr<std::string> bytes = archive.Read(name);
+  const auto entries = archive.Entries();
+  std::vector<std::filesystem::path> paths;
+  for (const auto& [name, size] : entries) {  // every name checked before anything is written
+    absl::StatusOr<std::filesystem::path> path = EntryPath(dir, name);
+    if (!path.ok()) return Fail(path.status());
+    std::error_code exists_error;
+    if (!absl::GetFlag(FLAGS_force) && std::filesystem::exists(*path, exists_error)) {
+      return Fail(absl::AlreadyExistsError(
+          absl::StrCat("'", path->string(), "' exists already: extract into an empty folder, or pass --force")));
+    }
+    paths.push_back(*std::move(path));
+  }
+  for (size_t e = 0; e < entries.size(); ++e) {
+    const std::filesystem::path& path = paths[e];
+    std::error_code error;
+    std::filesystem::create_directories(path.parent_path(), error);
+    if (error) {
+      return Fail(absl::PermissionDeniedError(
+          absl::StrCat("cannot create the folder '", path.parent_path().string(), "': ", error.message())));
+    }
+    absl::StatusOr<std::string> bytes = archive.Read(entries[e].first);
     if (!bytes.ok()) return Fail(bytes.status());
-    std::ofstream(path, std::ios::binary).write(bytes->data(), static_cast<std::streamsize>(bytes->size()));
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(bytes->data(), static_cast<std::streamsize>(bytes->size()));
+    out.close();
+    if (!out) {
+      return Fail(absl::DataLossError(absl::StrCat("cannot write '", path.string(), "': ", std::strerror(errno),
+                                                   " (is the folder writable, the disk full?)")));
+    }
     std::printf("%s\n", path.c_str());
   }
   return 0;
@@ -229,8 +270,8 @@ int Verify(const Archive& archive) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("dp_archive inspect FILE [--json] | verify FILE | extract FILE DIR");
+int Main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("dp_archive inspect FILE [--json] | verify FILE | extract FILE DIR [--force]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   const std::string command = args.size() > 1 ? args[1] : "";
   const size_t want = command == "extract" ? 4 : 3;
@@ -243,4 +284,15 @@ int main(int argc, char** argv) {
   if (command == "inspect") return Inspect(*archive);
   if (command == "verify") return Verify(*archive);
   return Extract(*archive, args[3]);
+}
+
+int main(int argc, char** argv) {
+  // No exception ends the tool unexplained: each becomes a message and exit status 1.
+  try {
+    return Main(argc, argv);
+  } catch (const c10::Error& e) {
+    return Fail(absl::InternalError(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return Fail(absl::InternalError(e.what()));
+  }
 }

@@ -7,7 +7,7 @@
 // model deviation (max/min/avg force deviation, virial and energy deviation per atom). With --system, a
 // deepmd-kit data system (type.raw, type_map.raw, set.*/{coord,box,energy,force}.npy): per-frame and
 // overall energy (per frame and per atom) and force errors against its labels, as `dp test` prints them.
-// Exit status 0, or 1 with a message naming the problem, 2 for usage errors.
+// Exit status 0, or 1 with a message naming the problem (also for any exception), 2 for usage errors.
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -88,7 +88,7 @@ int TestSystem(const std::string& model, const std::string& directory) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "dp_eval MODEL.pt2 [MODEL2.pt2 ...] STRUCTURE.xyz [--json]\n       dp_eval MODEL.pt2 --system DIR [--json]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
@@ -187,4 +187,13 @@ int main(int argc, char** argv) {
                 outs.size(), devi.max_devi_f, devi.min_devi_f, devi.avg_devi_f, devi.max_devi_v, devi.devi_e);
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  // No exception ends the tool unexplained: each becomes a message and exit status 1.
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    return Fail(absl::InternalError(e.what()));
+  }
 }
