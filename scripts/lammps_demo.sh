@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job's LAMMPS part: the DPA3-style example (deepmd/lammps/examples/in.dpa3) on 2 MPI ranks,
+# The main job's LAMMPS part: a small DPA3 (deepmd-kit input examples/models/dpa3.json, freshly initialised)
+# in the example input deepmd/lammps/examples/in.dpa3 on 2 MPI ranks,
 # its thermo output, then the same run on 1 rank and a one-line verdict of their parity.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,14 +8,14 @@ if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_
 bazel build //deepmd/lammps:lmp //deepmd/lammps:plugin
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-bazel run //deepmd/tools:export -- --config "$PWD/deepmd/models/examples/dpa3.json" --out "$work/dpa3.pt2"
+bazel run //deepmd/tools:export -- --config "$PWD/examples/models/dpa3.json" --seed 1 --out "$work/dpa3.pt2"
 cp deepmd/lammps/examples/in.dpa3 deepmd/lammps/examples/water.data "$work/"
 lmp="$PWD/bazel-bin/deepmd/lammps/lmp"
 
 thermo() {  # the thermo rows of a LAMMPS log
   awk '/^ *Step/ {on = 1; next} /^Loop time/ {on = 0} on && NF == 6' "$1"
 }
-echo "== LAMMPS, DPA3-style model, 192 atoms, 2 MPI ranks"
+echo "== LAMMPS, DPA3 (deepmd-kit input examples/models/dpa3.json), 192 atoms, 2 MPI ranks"
 (cd "$work" && mpirun -np 2 --oversubscribe --bind-to none "$lmp" -in in.dpa3 -var model dpa3.pt2 -log two.log \
    -screen none)
 awk '/^ *Step/,/^Loop time/' "$work/two.log"

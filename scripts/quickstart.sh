@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command: installs what is missing, builds, and runs the main job: the ghost-exchange
-# ops on 2 MPI ranks (checked, then benchmarked), then MD of a DPA3-style model in LAMMPS on 2 ranks with
-# a verdict of its parity with 1 rank.
+# ops on 2 MPI ranks (checked, then benchmarked), then MD of a DPA3 model (deepmd-kit input
+# examples/models/dpa3.json) in LAMMPS on 2 ranks with a verdict of its parity with 1 rank.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh

@@ -10,8 +10,7 @@ failed export never leaves a half-written file.
 
 Usage: export.py MODEL.{dp,yaml,pt2,pte} --out OUT.pt2 --ops-library libdeepmd_comm_ops.so
        export.py --config input.json [--seed N] [--save-dp MODEL.dp] --out OUT.pt2 --ops-library ...
-(A configuration of this project's older reference models, with `descriptor` and `fitting` at the top
-and no `fitting_net`, is still read by --config while the test suites move to deepmd-kit inputs.)"""
+(examples/models holds such inputs: the models the examples, tests and benchmarks run.)"""
 
 import argparse
 import hashlib
@@ -26,7 +25,6 @@ from typing import Callable, Optional
 import torch
 
 from deepmd.dpkit.serialization import UnsupportedModel, load_model_dict
-from deepmd.models.config import build_model, load_config
 from deepmd.models.model import RegularGraph, WithCommGraph
 from deepmd.models.periodic import extend, random_system
 from deepmd.models.spin import SpinRegularGraph, SpinWithCommGraph
@@ -56,10 +54,7 @@ def energy_model(model: torch.nn.Module):
 
 
 def precision_name(model: torch.nn.Module) -> str:
-    dtype = getattr(energy_model(model).descriptor, "dtype", None)
-    if dtype is None:
-        dtype = energy_model(model).fitting.bias.dtype
-    return "float32" if dtype == torch.float32 else "float64"
+    return "float32" if energy_model(model).descriptor.dtype == torch.float32 else "float64"
 
 
 def metadata(model: torch.nn.Module, config: dict, has_comm: bool) -> dict:
@@ -136,11 +131,6 @@ def export_model(make_model: Callable[[], torch.nn.Module], config: dict, out_pa
     return meta
 
 
-def export(config: dict, out_path: str) -> dict:
-    """A reference model of this project (JSON configuration, docs/model_config.md)."""
-    return export_model(lambda: build_model(config), config, out_path)
-
-
 def sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -172,11 +162,6 @@ def export_deepmd_kit(path: str, out_path: str) -> dict:
         "backend": tree.get("backend"),
     }
     return export_tree(tree, source, out_path)
-
-
-def is_deepmd_kit_input(config: dict) -> bool:
-    """deepmd-kit's training input (or its `model` section), as opposed to a reference-model config."""
-    return "model" in config or "fitting_net" in config
 
 
 def export_input(config: dict, seed: int, out_path: str, config_path: str = "", save_dp: str = "") -> dict:
@@ -233,17 +218,18 @@ def main(argv=None) -> int:
     parser.add_argument("--ops-library", required=True, help="libdeepmd_comm_ops.so")
     args = parser.parse_args(argv)
     if (args.model is None) == (args.config is None):
-        parser.error("give either a deepmd-kit model file or --config CFG.json")
+        parser.error("give either a deepmd-kit model file or --config INPUT.json")
     torch.ops.load_library(args.ops_library)
     try:
         if args.model is not None:
             meta = export_deepmd_kit(args.model, args.out)
         else:
-            config = load_config(args.config)
-            if is_deepmd_kit_input(config):
-                meta = export_input(config, args.seed, args.out, args.config, args.save_dp)
-            else:
-                meta = export(config, args.out)
+            with open(args.config) as f:
+                config = json.load(f)
+            if not isinstance(config, dict) or not ("model" in config or "fitting_net" in config):
+                raise UnsupportedModel(f"{args.config}: not a deepmd-kit training input (no `model` section with "
+                                       "`descriptor` and `fitting_net`); see examples/models")
+            meta = export_input(config, args.seed, args.out, args.config, args.save_dp)
     except UnsupportedModel as e:
         print(f"export: {e}", file=sys.stderr)
         return 1

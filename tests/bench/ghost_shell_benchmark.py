@@ -32,7 +32,7 @@ def runtime_step(tools: dict, archive: str, natoms: int, with_comm: bool, out: s
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(os.environ.get("BUILD_WORKING_DIRECTORY", "."), "bench_results"))
-    parser.add_argument("--model", default="dpa3", choices=sorted(systems.CONFIGS))
+    parser.add_argument("--model", default="dpa3", choices=sorted(systems.MODELS))
     parser.add_argument("--sides", default="15,20,30,40", help="subdomain edges (Å)")
     parser.add_argument("--skin", type=float, default=1.0)
     parser.add_argument("--reference-atoms", type=int, default=3000,
@@ -46,9 +46,8 @@ def main(argv=None) -> int:
     runs = os.path.join(args.out, "runs")
     os.makedirs(runs, exist_ok=True)
     archive = systems.export_models(tools, [args.model], os.path.join(args.out, "archives"))[args.model]
-    with open(os.path.join(tools["root"], systems.CONFIGS[args.model])) as f:
-        descriptor = json.load(f)["descriptor"]
-    rcut, layers = descriptor.get("e_rcut", descriptor.get("rcut")), descriptor.get("nlayers", 1)
+    meta = systems.archive_metadata(archive)
+    rcut, layers = meta["rcut"], max(meta["nlayers"], 1)
     machine = report.machine()
     budget = args.memory_fraction * machine["memory_gib"] * 2 ** 30
 

@@ -151,9 +151,9 @@ def main(argv=None) -> int:
                         help="system size of the 2-process concurrency ceiling (0: skip)")
     parser.add_argument("--tools", required=True, help="JSON: paths of lmp, run_mpi, runtime_benchmark, ...")
     args = parser.parse_args(argv)
-    unknown = set(args.models.split(",")) - set(systems.CONFIGS)
+    unknown = set(args.models.split(",")) - set(systems.MODELS)
     if unknown:
-        parser.error(f"unknown model(s) {sorted(unknown)}: choose from {sorted(systems.CONFIGS)}")
+        parser.error(f"unknown model(s) {sorted(unknown)}: choose from {sorted(systems.MODELS)}")
     if not set(args.ranks.split(",")) <= {"1", "2"}:
         parser.error("--ranks: 1 and/or 2 (the targets are 2-rank ratios on a 2-core machine)")
     tools = json.loads(args.tools)

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import subprocess
+import zipfile
 
 import numpy as np
 
@@ -12,11 +13,12 @@ from tests.lammps import harness
 
 DENSITY = 0.1  # atoms / Å^3, liquid water
 
-# The bench models: the realistic DPA3 (tests/bench/configs), the example DPA2 and se_e2_a.
-CONFIGS = {
-    "dpa3": "tests/bench/configs/dpa3_realistic.json",
-    "dpa2": "deepmd/models/examples/dpa2.json",
-    "se_e2_a": "deepmd/models/examples/se_e2_a.json",
+# The bench models (deepmd-kit training inputs of examples/models, freshly initialised from the seed): the
+# realistic DPA3, the example DPA2 and se_e2_a.
+MODELS = {
+    "dpa3": ("examples/models/dpa3_realistic.json", 11),
+    "dpa2": ("examples/models/dpa2.json", 2),
+    "se_e2_a": ("examples/models/se_e2_a.json", 4),
 }
 
 
@@ -34,24 +36,33 @@ def water_like(natoms: int, seed: int = 5) -> harness.System:
 
 
 def export_models(tools: dict, models, directory: str) -> dict:
-    """Exports each model's archive; reused while its configuration and the model code are unchanged."""
+    """Exports each model's archive; reused while its input, seed and the model code are unchanged."""
     os.makedirs(directory, exist_ok=True)
     code = hashlib.sha256()
-    for source in sorted(glob.glob(os.path.join(tools["root"], "deepmd", "models", "*.py"))):
-        with open(source, "rb") as f:
-            code.update(f.read())
+    for package in ("models", "dpkit", "tools"):
+        for source in sorted(glob.glob(os.path.join(tools["root"], "deepmd", package, "*.py"))):
+            with open(source, "rb") as f:
+                code.update(f.read())
     archives = {}
     for model in models:
-        config = os.path.join(tools["root"], CONFIGS[model])
+        source, seed = MODELS[model]
+        config = os.path.join(tools["root"], source)
         archive = os.path.join(directory, f"{model}.pt2")
         stamp = archive + ".config"
         with open(config) as f:
-            wanted = json.dumps(json.load(f), sort_keys=True) + code.hexdigest()
+            wanted = json.dumps(json.load(f), sort_keys=True) + f" seed {seed} " + code.hexdigest()
         if not (os.path.exists(archive) and os.path.exists(stamp) and open(stamp).read() == wanted):
             subprocess.run([tools["python"], "-m", "deepmd.tools.export", "--ops-library", tools["ops_library"],
-                            "--config", config, "--out", archive], check=True, stdout=subprocess.DEVNULL,
-                           env=dict(os.environ, PYTHONPATH=tools["root"]))
+                            "--config", config, "--seed", str(seed), "--out", archive], check=True,
+                           stdout=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=tools["root"]))
             with open(stamp, "w") as f:
                 f.write(wanted)
         archives[model] = archive
     return archives
+
+
+def archive_metadata(archive: str) -> dict:
+    """metadata.json of an archive (docs/model_archive.md)."""
+    with zipfile.ZipFile(archive) as z:
+        name = next(n for n in z.namelist() if n.endswith("/metadata.json"))
+        return json.loads(z.read(name))

@@ -68,6 +68,19 @@ class Case:
                       bytes(reader.get_record(REGULAR_ENTRY)), buffer.getvalue())
         return harness.Model(path, "O H")
 
+    def regular_only_model(self):
+        """The use_loc_mapping DPA3 archived without its with-comm graph, as an exporter that follows
+        deepmd-kit (use_loc_mapping: one rank only) would write it: it passes messages, so it cannot run on
+        several ranks."""
+        from deepmd.tools.export import REGULAR_ENTRY, write_archive
+        reader = torch._C.PyTorchFileReader(archive_path(self.archive_dir, "dpa3_loc_mapping"))
+        meta = json.loads(bytes(reader.get_record("metadata.json")))
+        assert meta["model_config"]["descriptor"]["use_loc_mapping"] is True, meta["model_config"]
+        meta.update(has_comm_artifact=False, graphs={"regular": REGULAR_ENTRY})
+        path = os.path.join(self.work, "regular_only.pt2")
+        write_archive(path, meta, bytes(reader.get_record(REGULAR_ENTRY)), None)
+        return harness.Model(path, "O H")
+
     def parity(self, label, system, grids, script_for_grid, tolerance=FP64):
         reference = self.lammps.run(f"{label}_ref", 1, system, script_for_grid("1 1 1"))
         problems = []
@@ -221,7 +234,7 @@ class Case:
         system = harness.dense_system(self.rng, (14.0, 12.0, 12.0), 60, 2)
         dpa3 = self.model("dpa3")
         cases = [
-            ("loc_mapping", 2, harness.lammps_input(self.model("dpa3_loc_mapping"), grid="2 1 1"),
+            ("no_with_comm", 2, harness.lammps_input(self.regular_only_model(), grid="2 1 1"),
              "has no with-comm graph"),
             ("newton_off", 2, harness.lammps_input(dpa3, grid="2 1 1").replace("units metal", "units metal\nnewton off"),
              "needs 'newton on'"),
@@ -244,12 +257,13 @@ class Case:
             f.write(b"PK\x03\x04 this is not a model archive")
         cases.append(("corrupt_archive", 2, harness.lammps_input(harness.Model(corrupt, "O H"), grid="2 1 1"),
                       "corrupt.pt2"))
-        # Spins of up to 2 μB put virtual atoms 0.6 Å out: the default ghost shell (rcut + skin) is too thin.
+        # Spins of 2 μB put virtual atoms 0.6 Å out and the lists reach twice that beyond rcut: the default
+        # ghost shell (rcut 5 + skin 1) is too thin for the 7.2 Å needed.
         spinning = harness.System(system.positions, system.types, system.lengths, 2,
                                   spins=np.tile([0.0, 0.0, 1.0, 2.0], (len(system.positions), 1)))
         cases = [case + (system,) for case in cases] + [
             ("spin_ghost_cutoff", 2, harness.lammps_input(self.model("dpa3_spin", "Ni O", spin=True), grid="2 1 1"),
-             "add 'comm_modify cutoff 6.6", spinning)]
+             "add 'comm_modify cutoff 7.2", spinning)]
         problems = []
         for name, nranks, script, message, atoms in cases:
             code, output, _ = self.lammps.launch(f"fail_{name}", nranks, atoms, script, timeout=60)

@@ -43,7 +43,8 @@ def main(argv):
         directions = rng.standard_normal((120, 3))
         directions /= np.linalg.norm(directions, axis=1, keepdims=True)
         system.spins = np.concatenate([directions, rng.uniform(0.5, 2.0, (120, 1))], axis=1)
-    comm_cutoff = 7.0 if model.spin else None  # virtual atoms reach 0.3 * 2 Å beyond rcut + skin
+    # Spin lists reach 2 x 0.3 x 2 = 1.2 Å (twice the farthest virtual atom) beyond rcut 5 + skin 1.
+    comm_cutoff = 7.5 if model.spin else None
     tolerance = MODELS[name].tolerance
     with tempfile.TemporaryDirectory() as work:
         lammps = harness.Lammps(lmp, run_mpi, work)

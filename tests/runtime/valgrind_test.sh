@@ -9,7 +9,7 @@ python="$1" library="$2" dp_eval="$3" dp_eval_asan="$4" suppressions="$5" lsan_s
 root="${TEST_SRCDIR:?run me with bazel test}/${TEST_WORKSPACE:?}"
 work="${TEST_TMPDIR:-$(mktemp -d)}"
 PYTHONPATH="$root" "$python" "$root/deepmd/tools/export.py" --ops-library "$library" \
-  --config "$root/deepmd/models/examples/dpa3.json" --out "$work/dpa3.pt2"
+  --config "$root/examples/models/dpa3.json" --seed 1 --out "$work/dpa3.pt2"
 cat > "$work/frame.xyz" <<'XYZ'
 4
 Lattice="4.0 0 0 0.5 4.2 0 0 0 4.4" Properties=species:S:1:pos:R:3 pbc="T T F"

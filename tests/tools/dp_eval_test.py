@@ -1,5 +1,5 @@
-"""dp_eval (C++) on extended XYZ files against the eager Python models; model deviation of two models;
-errors. Usage: dp_eval_test.py OPS_LIBRARY DP_EVAL."""
+"""dp_eval (C++) on extended XYZ files against the eager deepmd/dpkit models built from the same deepmd-kit
+inputs (examples/models); model deviation of two models; errors. Usage: dp_eval_test.py OPS_LIBRARY DP_EVAL."""
 
 import json
 import os
@@ -13,12 +13,14 @@ import torch
 from tests import unittest_main
 
 import deepmd.tools.export as exporter
-from deepmd.models.config import build_model, load_config
+from deepmd.dpkit.build import model_from_dict
+from deepmd.dpkit.init import model_dict_from_input
 from deepmd.models.model import RegularGraph
 from deepmd.models.periodic import extend, random_system
 from deepmd.models.spin import SpinRegularGraph, virtual_margin
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deepmd", "models", "examples")
+EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "models")
+SEEDS = {"dpa3": 1, "dpa2": 2, "dpa3_spin": 5}
 DP_EVAL = None
 
 
@@ -37,8 +39,8 @@ def write_xyz(path, species, pos, box, spins=None):
             f.write(f"{el} {' '.join(repr(float(x)) for x in pos[i])} {extra}\n")
 
 
-def eager(config, pos, atype, box, spins=None):
-    model = build_model(config)
+def eager(name, pos, atype, box, spins=None):
+    model = model_from_dict(model_dict_from_input(DpEvalTest.configs[name]["model"], SEEDS[name]))
     margin = virtual_margin(model, atype, spins) if spins is not None else 0.0
     s = extend(pos, atype, box, model.rcut + margin)
     if spins is None:
@@ -54,11 +56,14 @@ class DpEvalTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dir = tempfile.mkdtemp()
-        cls.configs = {n: load_config(os.path.join(EXAMPLES, n + ".json")) for n in ("dpa3", "dpa2", "dpa3_spin")}
+        cls.configs = {}
+        for name in SEEDS:
+            with open(os.path.join(EXAMPLES, name + ".json")) as f:
+                cls.configs[name] = json.load(f)
         cls.archives = {}
         for name, config in cls.configs.items():
             cls.archives[name] = os.path.join(cls.dir, name + ".pt2")
-            exporter.export(config, cls.archives[name])
+            exporter.export_input(config, SEEDS[name], cls.archives[name])
         cls.box = [8.0, 8.5, 9.0]
         cls.pos, cls.atype = random_system(40, cls.box, 2, 12)
 
@@ -72,10 +77,10 @@ class DpEvalTest(unittest.TestCase):
             config = self.configs[name]
             spins = torch.randn(40, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) \
                 if name == "dpa3_spin" else None
-            code, out, err = run(self.archives[name], self.xyz(config["type_map"], spins), "--json")
+            code, out, err = run(self.archives[name], self.xyz(config["model"]["type_map"], spins), "--json")
             self.assertEqual(code, 0, err)
             got = json.loads(out)
-            e, f, v, fm = eager(config, self.pos, self.atype, self.box, spins)
+            e, f, v, fm = eager(name, self.pos, self.atype, self.box, spins)
             self.assertAlmostEqual(got["energy"], e, delta=1e-10 * abs(e))
             torch.testing.assert_close(torch.tensor(got["forces"], dtype=torch.float64), f, rtol=0, atol=1e-10)
             torch.testing.assert_close(torch.tensor(got["virial"], dtype=torch.float64), v, rtol=1e-10, atol=1e-10)
@@ -87,9 +92,8 @@ class DpEvalTest(unittest.TestCase):
         code, out, err = run(self.archives["dpa3"], self.archives["dpa2"], path, "--json")
         self.assertEqual(code, 0, err)
         devi = json.loads(out)["model_deviation"]
-        _, f1, _, _ = eager(self.configs["dpa3"], self.pos, self.atype, self.box)
-        e1 = eager(self.configs["dpa3"], self.pos, self.atype, self.box)[0]
-        e2, f2, _, _ = eager(self.configs["dpa2"], self.pos, self.atype, self.box)
+        e1, f1, _, _ = eager("dpa3", self.pos, self.atype, self.box)
+        e2, f2, _, _ = eager("dpa2", self.pos, self.atype, self.box)
         per_atom = (f1 - f2).norm(dim=1) / 2
         self.assertAlmostEqual(devi["max_devi_f"], per_atom.max().item(), delta=1e-10)
         self.assertAlmostEqual(devi["min_devi_f"], per_atom.min().item(), delta=1e-10)
