@@ -26,6 +26,24 @@ MODELS = {
     "deeppot_dpa3_spin_mpi": {"source": "deeppot_dpa3_spin_mpi.yaml", "spin": True, "precision": "float64", "lammps": True},
 }
 
+# deepmd-kit training inputs of examples/models, freshly initialised from `seed` (no reference outputs:
+# the suites compare them N ranks against 1, C++ against eager Python, forces against finite differences).
+# The LAMMPS suites export these (tests/lammps/BUILD.bazel); the runtime and tools suites read every
+# input of examples/models. //tests/registry:registry_test fails when an example or a fixture is missing.
+EXAMPLES = {
+    "dpa3": {"input": "dpa3.json", "seed": 1},
+    "dpa2": {"input": "dpa2.json", "seed": 2},
+    "hybrid": {"input": "hybrid.json", "seed": 3},
+    "se_e2_a": {"input": "se_e2_a.json", "seed": 4},
+    "dpa3_spin": {"input": "dpa3_spin.json", "seed": 5},
+    "dpa1": {"input": "dpa1.json", "seed": 6},
+    "dpa3_fp32": {"input": "dpa3_fp32.json", "seed": 1},  # dpa3's weights, rounded to float32
+    "dpa3_second": {"input": "dpa3_second.json", "seed": 2},  # a second model for the deviation tests
+    "dpa3_loc_mapping": {"input": "dpa3_loc_mapping.json", "seed": 1},
+    "dpa3_params": {"input": "dpa3_params.json", "seed": 1},
+    "dpa3_realistic": {"input": "dpa3_realistic.json", "seed": 1},  # benchmarks (tests/bench)
+}
+
 def model_archives():
     """One genrule per model: archives/<name>.pt2, exported at build time; and registry.json for the
     Python and C++ suites (the same dict, with the archive paths)."""
@@ -54,4 +72,9 @@ def model_archives():
         name = "registry_json",
         outs = ["registry.json"],
         cmd = "echo '%s' > $@" % json.encode(MODELS),
+    )
+    native.genrule(
+        name = "examples_json",
+        outs = ["examples.json"],
+        cmd = "echo '%s' > $@" % json.encode(EXAMPLES),
     )
