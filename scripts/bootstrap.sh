@@ -24,6 +24,7 @@ PACKAGES=(
   libopenblas0             # fast BLAS for LibTorch's matmuls
   python3-matplotlib       # benchmark plots
   valgrind                 # memcheck test of the standalone path
+  clang-format             # the C++ style check of scripts/test.sh (.clang-format)
 )
 
 missing=()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command: installs what is missing, builds, and runs the main job: the ghost-exchange
-# ops on 2 MPI ranks (checked, then benchmarked), then MD of a DPA3 model (deepmd-kit input
-# examples/models/dpa3.json) in LAMMPS on 2 ranks with a verdict of its parity with 1 rank.
+# ops on 2 MPI ranks (checked, then benchmarked), then liquid water with the DPA3 fitted to deepmd-kit's
+# DFT water data (examples/water) in LAMMPS on 2 ranks (scripts/lammps_demo.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -11,5 +11,5 @@ echo "== ghost exchange on 2 ranks, checked against each atom's owner (1-D split
 tests/run_mpi.sh 2 bazel-bin/tests/ops/exchange_mpi_test --grid=2,1,1
 echo "== throughput against a plain MPI_Sendrecv"
 bazel run //tests/bench:exchange_benchmark
-echo "== molecular dynamics in LAMMPS"
+echo "== molecular dynamics in LAMMPS: liquid water, fitted DPA3"
 scripts/lammps_demo.sh

@@ -87,3 +87,21 @@ def model_from_dict(node: Dict[str, Any]) -> torch.nn.Module:
 
 def load_model(path: str) -> torch.nn.Module:
     return model_from_dict(load_model_dict(path)["model"])
+
+
+def set_layer_formulation(model: torch.nn.Module, fused: bool) -> Dict[str, str]:
+    """Selects, before scripting, how every layer that has a fused kernel (deepmd/kernels) computes:
+    the kernel (fused=True; layers with options the kernel lacks stay on the reference) or deepmd-kit's
+    reference formulation (the default of built models, and what training uses: the kernels are
+    differentiable once only). Returns {layer: "fused" | "reference" | "reference: <why>"}."""
+    from deepmd.dpkit.repflow_layer import RepFlowLayer
+    chosen: Dict[str, str] = {}
+    for module in model.modules():
+        if isinstance(module, RepFlowLayer):
+            if not module.update_angle:
+                chosen[module.where] = "reference (update_angle=False: no angle path to fuse)"
+                continue
+            why = module.fused_unsupported() if fused else ""
+            module.fused = fused and not why
+            chosen[module.where] = "fused" if module.fused else ("reference: " + why if why else "reference")
+    return chosen

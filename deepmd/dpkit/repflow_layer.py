@@ -9,7 +9,7 @@ never the padded width. Linears of concatenations are evaluated block by block (
 optim_update; identical math): per-atom and per-edge parts are multiplied before they are broadcast, so
 no [nloc, A, A, n_dim + 2 e_dim] concatenation is ever formed."""
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Final, List, Tuple
 
 import numpy as np
 import torch
@@ -106,8 +106,15 @@ def gather_neighbours(x_ext: torch.Tensor, flat_index: torch.Tensor, nf: int, nl
 
 
 class RepFlowLayer(torch.nn.Module):
+    # The angle path through deepmd_kernels::repflow_angle (deepmd/kernels) instead of the reference
+    # formulation. Final: TorchScript compiles only the branch selected, so a reference graph never
+    # needs the kernels' library. Set by build.set_layer_formulation before scripting.
+    fused: Final[bool]
+
     def __init__(self, node: Dict[str, Any], where: str, dtype: torch.dtype, dims: Dict[str, Any]):
         super().__init__()
+        self.fused = False
+        self.where = where
         if node.get("@class", "RepFlowLayer") != "RepFlowLayer":
             raise UnsupportedModel(f"{where}: @class {node.get('@class')!r} is not RepFlowLayer")
         check_version(node, where, 1, 2)
@@ -224,6 +231,22 @@ class RepFlowLayer(torch.nn.Module):
             stacked = (np.stack([np.ravel(r) for r in arrays]) if arrays
                        else np.zeros((0, widths_res[key])))
             self.register_buffer(key, tensor(stacked, dtype))
+        # The kernel's update angle_new = alpha angle + fused_res * aself, the three update_styles' combine.
+        a_res = self.a_residual[0] if self.style == 2 and ua else torch.ones(a, dtype=dtype)
+        self.fused_alpha = 0.5 ** 0.5 if self.style == 0 else 1.0
+        self.register_buffer("fused_res", a_res * (0.5 ** 0.5) if self.style == 0 else a_res.clone())
+
+    def fused_unsupported(self) -> str:
+        """Why the angle kernel cannot compute this layer ('' when it can). Python only (never scripted)."""
+        if self.sequential:
+            return "sequential_update=True"
+        if self.act.kind not in (0, 1, 7, 8):
+            return f"activation kind {self.act.kind} (the kernel has none, tanh, silu, silut)"
+        for name in ("edge_angle_linear1", "angle_self_linear"):
+            lin = getattr(self, name)
+            if lin.activation.kind != 0 or lin.has_idt:
+                return f"{name} has its own activation or timestep"
+        return ""
 
     def combine(self, x: torch.Tensor, updates: List[torch.Tensor], residual: torch.Tensor) -> torch.Tensor:
         """update_style: res_avg (x + Σu)/√(n+1), res_incr x + Σu/√n, res_residual x + Σ r_k u_k."""
@@ -287,11 +310,15 @@ class RepFlowLayer(torch.nn.Module):
                           fallback: torch.Tensor, a_sw: torch.Tensor, full_mask: torch.Tensor) -> torch.Tensor:
         """φ(edge_angle_linear2(m)), m_ij = Σ_k a_sw_ij a_sw_ik φ(edge_angle_linear1(...)) / √a_sel, zero
         beyond the angle list (or e_ij there when not smooth_edge_update)."""
-        nf, nloc, nnei = fallback.shape[0], fallback.shape[1], fallback.shape[2]
         upd = self.act(self.edge_angle_linear1.angle_form(angle, node_a, edge_a))
         # Σ_k a_sw_ik upd_ijk as a [1, A] x [A, e_dim] product per (i, j)
         reduced = torch.matmul(a_sw.unsqueeze(2).unsqueeze(2), upd).squeeze(3)
         reduced = reduced * a_sw.unsqueeze(-1) / self.a_scale
+        return self.edge_angle_finish(reduced, fallback, full_mask)
+
+    def edge_angle_finish(self, reduced: torch.Tensor, fallback: torch.Tensor, full_mask: torch.Tensor) -> torch.Tensor:
+        """m [nf, nloc, A, e_dim] padded to the edge list, then φ(edge_angle_linear2(m))."""
+        nf, nloc, nnei = fallback.shape[0], fallback.shape[1], fallback.shape[2]
         nang = reduced.shape[2]
         if nnei > nang:
             reduced = torch.cat([reduced, torch.zeros(nf, nloc, nnei - nang, reduced.shape[3], dtype=reduced.dtype,
@@ -299,6 +326,23 @@ class RepFlowLayer(torch.nn.Module):
         if not self.smooth:
             reduced = torch.where(full_mask.unsqueeze(-1), reduced, fallback)
         return self.act(self.edge_angle_linear2(reduced))
+
+    def fused_angle(self, angle: torch.Tensor, node_a: torch.Tensor, edge_a: torch.Tensor, fallback: torch.Tensor,
+                    a_sw: torch.Tensor, full_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(edge_angle_update, combined angle) of the parallel update through the kernel: the per-(i, j)
+        and per-(i, k) parts of both angle linears are small products here; the per-angle work is the op's."""
+        nf, nloc, nang, a = angle.shape[0], angle.shape[1], angle.shape[2], angle.shape[4]
+        l1, l2 = self.edge_angle_linear1, self.angle_self_linear
+        pe = torch.matmul(edge_a, l1.w3) + (torch.matmul(node_a, l1.w1) + l1.b).unsqueeze(2)
+        pa = torch.matmul(edge_a, l2.w3) + (torch.matmul(node_a, l2.w1) + l2.b).unsqueeze(2)
+        nb = nf * nloc
+        reduced, angle_new = torch.ops.deepmd_kernels.repflow_angle(
+            angle.reshape(nb, nang, nang, a), a_sw.reshape(nb, nang), pe.reshape(nb, nang, self.e_dim),
+            torch.matmul(edge_a, l1.w2).reshape(nb, nang, self.e_dim), l1.w0, pa.reshape(nb, nang, a),
+            torch.matmul(edge_a, l2.w2).reshape(nb, nang, a), l2.w0, self.fused_res, self.fused_alpha,
+            self.act.kind, self.act.threshold, self.act.slope, self.act.const, self.a_scale)
+        eang = self.edge_angle_finish(reduced.reshape(nf, nloc, nang, self.e_dim), fallback, full_mask)
+        return eang, angle_new.reshape(nf, nloc, nang, nang, a)
 
     def forward(self, node: torch.Tensor, node_ext: torch.Tensor, edge: torch.Tensor, angle: torch.Tensor,
                 h2sw: torch.Tensor, sw: torch.Tensor, flat_index: torch.Tensor, a_mask: torch.Tensor,
@@ -326,7 +370,11 @@ class RepFlowLayer(torch.nn.Module):
         if node_only:
             return node_new, edge, angle
         eself = self.act(self.edge_self_linear.edge_form(node, node_ext, edge, flat_index))
-        if self.update_angle:
+        if self.update_angle and self.fused:
+            node_a, edge_a = self.angle_inputs(node, edge, a_mask)
+            eang, angle_new = self.fused_angle(angle, node_a, edge_a, edge, a_sw, full_mask)
+            edge_new = self.combine(edge, [eself, eang], self.e_residual)
+        elif self.update_angle:
             node_a, edge_a = self.angle_inputs(node, edge, a_mask)
             eang = self.edge_angle_update(angle, node_a, edge_a, edge, a_sw, full_mask)
             edge_new = self.combine(edge, [eself, eang], self.e_residual)

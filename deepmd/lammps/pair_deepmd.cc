@@ -1,12 +1,14 @@
 #include "deepmd/lammps/pair_deepmd.h"
 
 #include <algorithm>
-#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <limits>
 #include <string>
+#include <typeinfo>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -15,6 +17,10 @@
 #include "atom.h"
 #include "comm.h"
 #include "deepmd/lammps/deviation_file.h"
+#include "deepmd/runtime/exception_status.h"
+#include "deepmd/runtime/fault_injection.h"
+#include "deepmd/runtime/process_policy.h"
+#include "deepmd/runtime/rank_agreement.h"
 #include "error.h"
 #include "force.h"
 #include "memory.h"
@@ -28,6 +34,12 @@ namespace LAMMPS_NS {
 namespace {
 
 constexpr int kCentroidAvailable = 1;  // Pair::centroidstressflag: CENTROID_AVAIL (enum not in Debian's headers)
+
+// LAMMPS's own exceptions (error->all: every rank throws; error->one: the job aborts) must pass: their
+// message is out already. Debian does not ship their header, so they are told by their type's name.
+bool IsLammpsException(const std::exception& e) {
+  return std::string(typeid(e).name()).find("LAMMPS_NS") != std::string::npos;
+}
 
 }  // namespace
 
@@ -57,7 +69,48 @@ PairDeepMD::~PairDeepMD() {
 
 const deepmd::runtime::ArchiveMetadata& PairDeepMD::metadata() const { return models_->model(0).metadata(); }
 
+void PairDeepMD::Collectively(const char* where, const std::function<void()>& body) {
+  absl::Status status;
+  try {
+    body();
+  } catch (const std::exception& e) {
+    if (IsLammpsException(e)) throw;
+    status = deepmd::runtime::StatusFromException(std::current_exception(), where);
+  } catch (...) {
+    status = deepmd::runtime::StatusFromException(std::current_exception(), where);
+  }
+  StopIfAnyRankFailed(status, /*agreed=*/false);
+}
+
 void PairDeepMD::settings(int narg, char** arg) {
+  Collectively("pair_style", [&] { Settings(narg, arg); });
+  // Collective, so after the ranks agreed that every one loaded its models.
+  if (models_->size() > 1) OpenDeviationFile();
+}
+
+void PairDeepMD::coeff(int narg, char** arg) {
+  Collectively("pair_coeff", [&] { Coeff(narg, arg); });
+}
+
+void PairDeepMD::init_style() {
+  Collectively("init", [&] { InitStyle(); });
+}
+
+void PairDeepMD::compute(int eflag, int vflag) {
+  // The runtime's failures arrive agreed (StopIfAnyRankFailed); an exception escaping elsewhere may have
+  // left peers waiting in a communication this rank will not join, so it aborts the job.
+  try {
+    Compute(eflag, vflag);
+  } catch (const std::exception& e) {
+    if (IsLammpsException(e)) throw;
+    Abort(deepmd::runtime::StatusFromException(std::current_exception(), "compute"));
+  } catch (...) {
+    Abort(deepmd::runtime::StatusFromException(std::current_exception(), "compute"));
+  }
+}
+
+void PairDeepMD::Settings(int narg, char** arg) {
+  deepmd::runtime::MaybeInjectFault("settings", comm->me);
   std::vector<std::string> args(arg, arg + narg);
   absl::StatusOr<deepmd::lammps::PairStyleOptions> options = deepmd::lammps::ParsePairStyle(args);
   if (!options.ok()) error->all(FLERR, std::string(options.status().message()));
@@ -70,8 +123,18 @@ void PairDeepMD::settings(int narg, char** arg) {
     }
   }
 
+  // The process-wide policy (malloc, threads of LibTorch and OpenBLAS), chosen here for the whole job.
+  std::string warning;
+  absl::StatusOr<deepmd::runtime::ProcessPolicy> policy =
+      deepmd::runtime::PolicyFromEnvironment(comm->nprocs > 1, &warning);
+  if (!policy.ok()) error->all(FLERR, absl::StrCat("pair_style ", force->pair_style, ": ", policy.status().message()));
+  deepmd::runtime::ApplyProcessPolicy(*policy);
+  if (!warning.empty() && comm->me == 0) error->warning(FLERR, warning);
+
   deepmd::runtime::DeepPotOptions runtime_options;
   runtime_options.skin = neighbor->skin;
+  // The runtime warns on rank 0 only (neighbours beyond sel): into LAMMPS's screen and log.
+  runtime_options.warn = [this](const std::string& message) { error->warning(FLERR, message); };
   absl::StatusOr<std::unique_ptr<deepmd::runtime::ModelDeviation>> models =
       deepmd::runtime::ModelDeviation::Load(options_.models, runtime_options);
   if (!models.ok())
@@ -99,7 +162,6 @@ void PairDeepMD::settings(int narg, char** arg) {
   outputs_.assign(nmodels, ComputeOutput());
   model_generation_.assign(nmodels, -1);
   cached_nall_ = -1;
-  if (nmodels > 1) OpenDeviationFile();
 }
 
 void PairDeepMD::OpenDeviationFile() {
@@ -116,7 +178,7 @@ void PairDeepMD::OpenDeviationFile() {
     error->all(FLERR, absl::StrFormat("cannot open the model deviation file '%s' for writing", options_.out_file));
 }
 
-void PairDeepMD::coeff(int narg, char** arg) {
+void PairDeepMD::Coeff(int narg, char** arg) {
   if (!models_) error->all(FLERR, std::string("pair_coeff before pair_style deepmd has loaded a model"));
   if (narg < 2 || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0) {
     error->all(FLERR, absl::StrFormat("pair_coeff for %s takes '* *' and one element name (or NULL) per atom type",
@@ -139,7 +201,7 @@ void PairDeepMD::coeff(int narg, char** arg) {
   cached_nall_ = -1;
 }
 
-void PairDeepMD::init_style() {
+void PairDeepMD::InitStyle() {
   const char* style = force->pair_style;
   if (force->newton_pair == 0) {
     error->all(FLERR,
@@ -174,8 +236,10 @@ void PairDeepMD::init_style() {
 }
 
 double PairDeepMD::init_one(int i, int j) {
-  cutsq[i][j] = cutsq[j][i] = metadata().rcut * metadata().rcut;
-  return metadata().rcut;
+  // The largest cutoff of all models, whichever comes first: LAMMPS sizes the ghost shell from it.
+  const double rcut = models_->rcut();
+  cutsq[i][j] = cutsq[j][i] = rcut * rcut;
+  return rcut;
 }
 
 void PairDeepMD::RebuildTopology() {
@@ -187,47 +251,68 @@ void PairDeepMD::RebuildTopology() {
   swaps_.BeginReverse();
   comm->reverse_comm_pair(this);
   comm_mode_ = CommMode::kNone;
-  absl::StatusOr<std::vector<int32_t>> plan =
-      swaps_.BuildPlan(MPI_Comm_c2f(plan_comm_), comm->me, comm->nprocs, nlocal, nghost);
-  StopIfAnyRankFailed(plan.status(), /*agreed=*/false);
-  plan_ = std::move(*plan);
-  profile_.AddPlanDiscovery(start);
-
-  atype_.resize(nall);
-  const int* type = atom->type;
-  for (int i = 0; i < nall; ++i) atype_[i] = model_type_[type[i]];
-  ids_.assign(atom->tag_enable ? nall : 0, 0);  // without ids (atom_modify id no) errors name rows
-  for (size_t i = 0; i < ids_.size(); ++i) ids_[i] = static_cast<int64_t>(atom->tag[i]);
-  const int dim_aparam = metadata().dim_aparam;
-  aparam_.resize(static_cast<size_t>(nlocal) * dim_aparam);
-  for (int i = 0; i < nlocal && dim_aparam > 0; ++i) {
-    std::copy(options_.aparam.begin(), options_.aparam.end(), aparam_.begin() + static_cast<size_t>(i) * dim_aparam);
+  // Local work only until the ranks agree, so that a failure here (out of memory, ...) stops all.
+  absl::Status status;
+  try {
+    absl::StatusOr<std::vector<int32_t>> plan =
+        swaps_.BuildPlan(MPI_Comm_c2f(plan_comm_), comm->me, comm->nprocs, nlocal, nghost);
+    if (plan.ok()) plan_ = *std::move(plan);
+    status = plan.status();
+    atype_.resize(nall);
+    const int* type = atom->type;
+    for (int i = 0; i < nall; ++i) atype_[i] = model_type_[type[i]];
+    ids_.assign(atom->tag_enable ? nall : 0, 0);  // without ids (atom_modify id no) errors name rows
+    for (size_t i = 0; i < ids_.size(); ++i) ids_[i] = static_cast<int64_t>(atom->tag[i]);
+    const int dim_aparam = metadata().dim_aparam;
+    aparam_.resize(static_cast<size_t>(nlocal) * dim_aparam);
+    for (int i = 0; i < nlocal && dim_aparam > 0; ++i) {
+      std::copy(options_.aparam.begin(), options_.aparam.end(), aparam_.begin() + static_cast<size_t>(i) * dim_aparam);
+    }
+  } catch (...) {
+    status = deepmd::runtime::StatusFromException(std::current_exception(), "rebuilding the topology");
   }
+  StopIfAnyRankFailed(status, /*agreed=*/false);
+  profile_.AddPlanDiscovery(start);
 
   input_.atype = atype_;
   input_.ids = ids_;
   input_.plan = plan_;
   input_.aparam = aparam_;
   input_.fparam = options_.fparam;
-  CheckGhostCutoff(GhostMargin());
+  CheckGhostCutoff();
   cached_nall_ = nall;
   ++topology_generation_;
 }
 
-void PairDeepMD::CheckGhostCutoff(double margin) {
-  // Pairs within rcut (+ margin) at any step until the next rebuild were within that + skin at this one.
-  const double needed = metadata().rcut + neighbor->skin + margin;
+void PairDeepMD::CheckGhostCutoff() {
+  // Pairs within rcut (+ margin) at any step until the next rebuild were within that + skin at this one;
+  // every model of a deviation builds its lists on the same ghosts, so the farthest-reaching one counts.
+  double reach = 0, margin = 0;
+  for (size_t k = 0; k < models_->size(); ++k) {
+    const auto& m = models_->model(k).metadata();
+    const double model_margin = GhostMargin(m);
+    if (m.rcut + model_margin > reach) reach = m.rcut + model_margin, margin = model_margin;
+  }
+  if (spin_style()) {  // margins depend on the spins of each rank's atoms
+    double local[2] = {reach, margin}, most[2];
+    MPI_Allreduce(local, most, 2, MPI_DOUBLE, MPI_MAX, world);
+    reach = most[0], margin = most[1];
+  }
+  const double needed = reach + neighbor->skin;
   const double ghost_cutoff = std::max(neighbor->cutneighmax, comm->cutghostuser);
   if (ghost_cutoff < needed * (1 - 1e-12)) {
-    error->all(FLERR,
-               absl::StrFormat("pair_style %s: ghost atoms reach %.4f Å but the model needs %.4f Å (rcut %g + "
-                               "skin %g%s): add 'comm_modify cutoff %.4f'",
-                               force->pair_style, ghost_cutoff, needed, metadata().rcut, neighbor->skin,
-                               margin > 0 ? absl::StrFormat(" + virtual-atom margin %.4f (2 x virtual_scale |S|)", margin) : "", needed));
+    error->all(
+        FLERR,
+        absl::StrFormat(
+            "pair_style %s: ghost atoms reach %.4f Å but the model%s need%s %.4f Å (rcut %g + skin %g%s): "
+            "add 'comm_modify cutoff %.4f'",
+            force->pair_style, ghost_cutoff, models_->size() > 1 ? "s" : "", models_->size() > 1 ? "" : "s", needed,
+            reach - margin, neighbor->skin,
+            margin > 0 ? absl::StrFormat(" + virtual-atom margin %.4f (2 x virtual_scale |S|)", margin) : "", needed));
   }
 }
 
-void PairDeepMD::compute(int eflag, int vflag) {
+void PairDeepMD::Compute(int eflag, int vflag) {
   ev_init(eflag, vflag);
   const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
   profile_.Begin(models_->model(0));
@@ -240,6 +325,7 @@ void PairDeepMD::compute(int eflag, int vflag) {
   const bool deviation_step = models_->size() > 1 && update->ntimestep % options_.out_freq == 0;
   RunModels(deviation_step);
   if (!load_logged_) LogWhatRuns();
+  deepmd::runtime::MaybeInjectFault("compute", comm->me);
   AccumulateOutputs(outputs_[0]);
   ScatterMagneticForces(outputs_[0]);
   if (deviation_step) WriteDeviation();
@@ -252,15 +338,17 @@ void PairDeepMD::LogWhatRuns() {
   const auto& pot = models_->model(0);
   const auto& m = pot.metadata();
   std::string graphs = m.has_comm_artifact ? "regular, with-comm" : "regular";
-  utils::logmesg(lmp, absl::StrFormat("pair_style %s: %s: %s%stype map %s, rcut %g A, %d message-passing layer(s); "
-                                      "graphs in the archive: %s; running the %s graph on %d MPI rank(s), %d "
-                                      "thread(s) per rank%s\n",
-                                      force->pair_style, options_.models[0], m.descriptor_type,
-                                      m.descriptor_type.empty() ? "" : ", ", absl::StrJoin(m.type_map, " "), m.rcut,
-                                      m.nlayers, graphs, pot.last_graph(), comm->nprocs, pot.threads(),
-                                      models_->size() > 1 ? absl::StrFormat(" (+%d models for the deviation)",
-                                                                            models_->size() - 1)
-                                                          : ""));
+  utils::logmesg(
+      lmp,
+      absl::StrFormat("pair_style %s: %s: %s%stype map %s, rcut %g A, %d message-passing layer(s); "
+                      "graphs in the archive: %s; running the %s graph on %d MPI rank(s)%s; "
+                      "process: %s\n",
+                      force->pair_style, options_.models[0], m.descriptor_type, m.descriptor_type.empty() ? "" : ", ",
+                      absl::StrJoin(m.type_map, " "), m.rcut, m.nlayers, graphs, pot.last_graph(), comm->nprocs,
+                      models_->size() > 1 ? absl::StrFormat(" (+%d models for the deviation, largest rcut %g A)",
+                                                            models_->size() - 1, models_->rcut())
+                                          : "",
+                      deepmd::runtime::DescribeProcessPolicy()));
 }
 
 void PairDeepMD::RunModels(bool deviation_step) {
@@ -382,26 +470,20 @@ void PairDeepMD::StopIfAnyRankFailed(const absl::Status& status, bool agreed) {
   // Statuses the runtime returns are already agreed: if this rank is fine, so is every rank.
   if (agreed && status.ok()) return;
   // This rank left a with-comm graph midway: its peers may wait in an exchange it will never reach, so
-  // no collective can follow. Abort the job with this rank's message (MPI_Abort stops every rank).
-  if (deepmd::runtime::PeersMayBeInExchange(status)) {
-    const std::string message = absl::StrFormat("pair_style %s: %s", force->pair_style, status.message());
-    // error->one writes only to this rank's screen, which LAMMPS gives rank 0 alone.
-    if (screen == nullptr) std::fprintf(stderr, "ERROR on proc %d: %s\n", comm->me, message.c_str());
-    error->one(FLERR, message);
-  }
-  const bool own_failure = !status.ok() && !deepmd::runtime::IsPeerFailure(status);
-  int mine = own_failure ? comm->me : INT_MAX, first = INT_MAX;
-  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, world);
-  if (first == INT_MAX) {
-    if (status.ok()) return;
-    error->all(FLERR, absl::StrFormat("pair_style %s: %s", force->pair_style, status.message()));
-  }
-  std::string message = comm->me == first ? std::string(status.message()) : std::string();
-  int length = static_cast<int>(message.size());
-  MPI_Bcast(&length, 1, MPI_INT, first, world);
-  message.resize(length);
-  MPI_Bcast(message.data(), length, MPI_CHAR, first, world);
-  error->all(FLERR, absl::StrFormat("pair_style %s on rank %d: %s", force->pair_style, first, message));
+  // no collective can follow.
+  if (deepmd::runtime::PeersMayBeInExchange(status)) Abort(status);
+  const absl::Status all = agreed ? status : deepmd::runtime::AgreeAcrossRanks(status, world);
+  if (all.ok()) return;
+  error->all(FLERR, absl::StrFormat("pair_style %s: %s", force->pair_style, all.message()));
+}
+
+void PairDeepMD::Abort(const absl::Status& status) {
+  const std::string message =
+      absl::StrFormat("pair_style %s on rank %d: %s", force->pair_style, comm->me, status.message());
+  // error->one writes only to this rank's screen and log, which LAMMPS gives rank 0 alone.
+  if (screen == nullptr) std::fprintf(stderr, "ERROR on proc %d: %s\n", comm->me, message.c_str());
+  error->one(FLERR, message);
+  std::abort();  // error->one does not return (it throws or calls MPI_Abort)
 }
 
 int PairDeepMD::pack_forward_comm(int n, int* list, double* buf, int /*pbc_flag*/, int* /*pbc*/) {

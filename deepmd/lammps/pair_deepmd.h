@@ -8,6 +8,11 @@
 // hooks (SwapPattern) and hands them to the runtime as an exchange plan; the runtime builds its own
 // neighbour list (cutoff rcut + skin) and picks the graph. Forces go onto all owned and ghost atoms;
 // LAMMPS's reverse communication takes ghost forces home (newton pair on).
+//
+// No exception leaves the style: in settings, coeff and init_style any exception becomes, on every
+// rank, a LAMMPS error with its message (the ranks agree at the end of each); in compute the runtime
+// turns its own into agreed errors, and one that escapes elsewhere (peers may be waiting in a
+// communication) aborts the job with its message.
 #ifndef DEEPMD_LAMMPS_PAIR_DEEPMD_H_
 #define DEEPMD_LAMMPS_PAIR_DEEPMD_H_
 
@@ -16,13 +21,14 @@
 #include <mpi.h>
 
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "deepmd/lammps/pair_options.h"
-#include "deepmd/lammps/swap_pattern.h"
 #include "deepmd/lammps/step_profile.h"
+#include "deepmd/lammps/swap_pattern.h"
 #include "deepmd/runtime/deep_pot.h"
 #include "deepmd/runtime/model_deviation.h"
 #include "pair.h"
@@ -58,13 +64,18 @@ class PairDeepMD : public Pair {
   virtual int SpinPackReverse(int /*n*/, int /*first*/, double* /*buf*/) { return 0; }
   virtual void SpinUnpackReverse(int /*n*/, const int* /*list*/, const double* /*buf*/) {}
 
-  // How far beyond rcut + skin the model looks (spin: virtual atoms), the same on every rank.
-  virtual double GhostMargin() { return 0.0; }
+  // How far beyond rcut + skin a model looks on this rank's atoms (spin: virtual atoms).
+  virtual double GhostMargin(const deepmd::runtime::ArchiveMetadata& /*model*/) { return 0.0; }
 
   // Every rank calls this with its own status; if any failed, every rank stops with the message of the
-  // first rank that failed itself (not a peer's "another rank failed"). `agreed`: the statuses are
-  // already the same on every rank (the runtime's), so success needs no communication.
+  // first rank that failed itself (the runtime's protocol, rank_agreement.h). `agreed`: the statuses
+  // are already agreed (the runtime's), so success needs no communication.
   void StopIfAnyRankFailed(const absl::Status& status, bool agreed);
+  // Runs one entry point of the style (every rank calls it at the same point): an exception other
+  // than LAMMPS's own becomes, on every rank, a LAMMPS error with its message.
+  void Collectively(const char* where, const std::function<void()>& body);
+  // This rank alone failed where its peers may be waiting for it: abort the job with the message.
+  [[noreturn]] void Abort(const absl::Status& status);
 
   const deepmd::runtime::ArchiveMetadata& metadata() const;
 
@@ -77,8 +88,12 @@ class PairDeepMD : public Pair {
   deepmd::runtime::ComputeInput input_;
 
  private:
+  void Settings(int narg, char** arg);
+  void Coeff(int narg, char** arg);
+  void InitStyle();
+  void Compute(int eflag, int vflag);
   void RebuildTopology();
-  void CheckGhostCutoff(double margin);
+  void CheckGhostCutoff();
   void RunModels(bool deviation_step);
   void LogWhatRuns();  // once, on rank 0, after the first evaluation: file, model, graph in use, threads
   void AccumulateOutputs(const deepmd::runtime::ComputeOutput& out);

@@ -40,12 +40,12 @@ void PairDeepSpin::FindCustomArrays() {
 
 void PairDeepSpin::coeff(int narg, char** arg) {
   PairDeepMD::coeff(narg, arg);
-  FindCustomArrays();  // here, so that dumps defined after pair_coeff can name d2_fm
+  Collectively("pair_coeff", [&] { FindCustomArrays(); });  // here, so that dumps after pair_coeff can name d2_fm
 }
 
 void PairDeepSpin::init_style() {
   PairDeepMD::init_style();
-  FindCustomArrays();  // indices of custom arrays can change when others are deleted
+  Collectively("init", [&] { FindCustomArrays(); });  // indices of custom arrays change when others are deleted
 }
 
 double** PairDeepSpin::spin_source() const { return spin_package_ ? atom->sp : atom->darray[sp_index_]; }
@@ -66,12 +66,10 @@ void PairDeepSpin::GatherSpins(int nall) {
   input_.spin = spin_;
 }
 
-double PairDeepSpin::GhostMargin() {
+double PairDeepSpin::GhostMargin(const deepmd::runtime::ArchiveMetadata& model) {
   // Virtual atoms sit up to virtual_scale * |S| from their real atoms; the runtime's neighbour lists
   // reach that much further, and the ghost shell must hold those atoms.
-  double local = deepmd::runtime::VirtualAtomMargin(metadata(), atype_, spin_), margin = 0;
-  MPI_Allreduce(&local, &margin, 1, MPI_DOUBLE, MPI_MAX, world);
-  return margin;
+  return deepmd::runtime::VirtualAtomMargin(model, atype_, spin_);
 }
 
 void PairDeepSpin::ScatterMagneticForces(const deepmd::runtime::ComputeOutput& out) {

@@ -23,7 +23,7 @@ class PairDeepSpin : public PairDeepMD {
  protected:
   bool spin_style() const override { return true; }
   void GatherSpins(int nall) override;
-  double GhostMargin() override;
+  double GhostMargin(const deepmd::runtime::ArchiveMetadata& model) override;
   void ScatterMagneticForces(const deepmd::runtime::ComputeOutput& output) override;
   int SpinPackForward(int n, const int* list, double* buf) override;
   void SpinUnpackForward(int n, int first, const double* buf) override;

@@ -43,8 +43,9 @@ absl::StatusOr<PairStyleOptions> ParsePairStyle(absl::Span<const std::string> ar
         "pair_style deepmd: name at least one model archive (pair_style deepmd MODEL.pt2 [MODEL2.pt2 ...] "
         "[keywords])");
   }
+  std::vector<std::string> given;  // keywords, in order
   while (i < args.size()) {
-    const std::string& key = args[i];
+    const std::string key = args[i];
     if (key == "atomic") {
       o.atomic = true;
       ++i;
@@ -78,6 +79,18 @@ absl::StatusOr<PairStyleOptions> ParsePairStyle(absl::Span<const std::string> ar
       return absl::InvalidArgumentError(
           absl::StrCat("pair_style deepmd: unknown keyword '", key, "' (known: ", PairStyleKeywords(), ")"));
     }
+    given.push_back(key);
+  }
+  // These shape the model deviation's output, which one model does not have: silently ignoring them
+  // would leave the user waiting for a file or per-atom values that never come.
+  for (const char* deviation_only : {"out_file", "atomic", "relative", "relative_v"}) {
+    if (o.models.size() > 1 || std::find(given.begin(), given.end(), deviation_only) == given.end()) continue;
+    return absl::InvalidArgumentError(
+        absl::StrCat("pair_style deepmd: '", deviation_only,
+                     "' applies to the model deviation, which needs two or more models, "
+                     "but only '",
+                     o.models[0], "' is given: name the other models (pair_style deepmd M1.pt2 M2.pt2 ... ",
+                     deviation_only, " ...) or remove '", deviation_only, "'"));
   }
   return o;
 }

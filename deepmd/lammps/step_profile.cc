@@ -18,12 +18,10 @@ void StepProfile::Reset(int rank) {
 void StepProfile::Begin(const runtime::DeepPot& model) {
   start_ = Clock::now();
   runtime_before_ = model.times();
-  exchange_before_ = ops::exchange_totals();
 }
 
 void StepProfile::End(const runtime::DeepPot& model, bool rebuilt, int nlocal, int nghost) {
   const runtime::ComputeTimes& now = model.times();
-  const ops::ExchangeTotals& exchanged = ops::exchange_totals();
   Totals& t = rebuilt ? rebuild_ : steady_;
   ++t.steps;
   t.pair += Since(start_);
@@ -32,8 +30,8 @@ void StepProfile::End(const runtime::DeepPot& model, bool rebuilt, int nlocal, i
   t.inputs += now.inputs_seconds - runtime_before_.inputs_seconds;
   t.graph += now.graph_seconds - runtime_before_.graph_seconds;
   t.outputs += now.outputs_seconds - runtime_before_.outputs_seconds;
-  t.exchange_forward += exchanged.forward_seconds - exchange_before_.forward_seconds;
-  t.exchange_reverse += exchanged.reverse_seconds - exchange_before_.reverse_seconds;
+  t.exchange_forward += now.exchange_forward_seconds - runtime_before_.exchange_forward_seconds;
+  t.exchange_reverse += now.exchange_reverse_seconds - runtime_before_.exchange_reverse_seconds;
   nlocal_ = nlocal;
   nghost_ = nghost;
 }
@@ -58,8 +56,8 @@ void StepProfile::WriteIfRequested() const {
   }
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);
-  std::fprintf(f, "{\"rank\": %d, \"nlocal\": %d, \"nghost\": %d, \"peak_rss_bytes\": %lld,\n", rank_, nlocal_,
-               nghost_, static_cast<long long>(usage.ru_maxrss) * 1024);
+  std::fprintf(f, "{\"rank\": %d, \"nlocal\": %d, \"nghost\": %d, \"peak_rss_bytes\": %lld,\n", rank_, nlocal_, nghost_,
+               static_cast<long long>(usage.ru_maxrss) * 1024);
   std::fprintf(f, " \"plan_discovery_seconds\": %.9g,\n", plan_discovery_seconds_);
   WriteTotals(f, "steady", steady_);
   std::fprintf(f, ",\n");

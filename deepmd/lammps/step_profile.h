@@ -7,7 +7,6 @@
 
 #include <chrono>
 
-#include "deepmd/ops/exchange.h"
 #include "deepmd/runtime/deep_pot.h"
 
 namespace deepmd::lammps {
@@ -19,7 +18,7 @@ class StepProfile {
   // Restarts every counter.
   void Reset(int rank);
 
-  // Around one pair compute(): Begin snapshots the runtime's and the exchanges' totals, End files the
+  // Around one pair compute(): Begin snapshots the runtime's totals (exchanges included), End files the
   // differences under steps with or without a rebuild.
   void Begin(const runtime::DeepPot& model);
   void End(const runtime::DeepPot& model, bool rebuilt, int nlocal, int nghost);
@@ -39,7 +38,6 @@ class StepProfile {
 
   Clock::time_point start_;
   runtime::ComputeTimes runtime_before_;
-  ops::ExchangeTotals exchange_before_;
   Totals steady_, rebuild_;
   double plan_discovery_seconds_ = 0;
   int rank_ = 0, nlocal_ = 0, nghost_ = 0;

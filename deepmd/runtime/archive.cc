@@ -8,6 +8,10 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "deepmd/runtime/graph_checks.h"
+#include "deepmd/runtime/sha256.h"
+#include "deepmd/runtime/zip_directory.h"
 
 namespace deepmd::runtime {
 
@@ -29,6 +33,7 @@ struct Archive::Contents {
   };
 
   std::string bytes;
+  std::vector<ZipEntry> zip;  // the central directory, names with the top folder
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
 };
 
@@ -42,30 +47,17 @@ std::string ExportCommand(const std::string& name) {
   return absl::StrCat("convert it with `bazel run //deepmd/tools:export -- ", name, " --out model.pt2`");
 }
 
-// Entry names from a ZIP's central directory (no decompression), for files LibTorch's reader refuses.
-std::vector<std::string> ZipEntryNames(const std::string& bytes) {
-  auto u16 = [&](size_t at) { return static_cast<uint32_t>(static_cast<unsigned char>(bytes[at])) |
-                                     static_cast<uint32_t>(static_cast<unsigned char>(bytes[at + 1])) << 8; };
-  auto u32 = [&](size_t at) { return u16(at) | u16(at + 2) << 16; };
-  std::vector<std::string> names;
-  if (bytes.size() < 22) return names;
-  size_t end = std::string::npos;
-  for (size_t at = bytes.size() - 22, stop = bytes.size() > 65557 ? bytes.size() - 65557 : 0; at + 1 > stop; --at) {
-    if (u32(at) == 0x06054b50) {
-      end = at;
-      break;
-    }
-    if (at == 0) break;
-  }
-  if (end == std::string::npos) return names;
-  size_t at = u32(end + 16);
-  for (uint32_t k = 0, n = u16(end + 10); k < n && at + 46 <= bytes.size() && u32(at) == 0x02014b50; ++k) {
-    const size_t name_len = u16(at + 28), extra = u16(at + 30), comment = u16(at + 32);
-    if (at + 46 + name_len > bytes.size()) break;
-    names.push_back(bytes.substr(at + 46, name_len));
-    at += 46 + name_len + extra + comment;
-  }
-  return names;
+// An entry's name below the archive's top folder (how the reader and metadata.json name it).
+std::string BelowTop(const std::string& name) {
+  const size_t slash = name.find('/');
+  return slash == std::string::npos ? name : name.substr(slash + 1);
+}
+
+// What the user can do about a damaged file.
+constexpr char kCorruptFix[] = "re-export the model or download it again";
+
+absl::Status Corrupt(const std::string& name, absl::string_view why) {
+  return absl::DataLossError(absl::StrCat("'", name, "' is corrupt: ", why, ": ", kCorruptFix));
 }
 
 // What a file that is not one of our archives is, when it is one of deepmd-kit's, and the one command
@@ -109,9 +101,7 @@ std::string DeepmdKitFile(const std::string& bytes, const std::string& name,
 }  // namespace
 
 const char* GraphEntry(Graph graph) { return graph == Graph::kRegular ? kRegularEntry : kWithCommEntry; }
-const char* GraphMethod(Graph graph) {
-  return graph == Graph::kRegular ? "forward_lower" : "forward_lower_with_comm";
-}
+const char* GraphMethod(Graph graph) { return graph == Graph::kRegular ? "forward_lower" : "forward_lower_with_comm"; }
 
 absl::StatusOr<Archive> Archive::Open(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -130,16 +120,32 @@ absl::StatusOr<Archive> Archive::FromBytes(std::string bytes, std::string name) 
     return absl::InvalidArgumentError(
         absl::StrCat("'", name, "' is not a model archive: not a ZIP file (export models with deepmd/tools:export)"));
   }
+  absl::StatusOr<std::vector<ZipEntry>> zip = ReadZipDirectory(contents->bytes);
+  if (!zip.ok()) {
+    return absl::DataLossError(absl::StrCat("'", name, "' is not a readable model archive (truncated or corrupt ZIP: ",
+                                            zip.status().message(), "): ", kCorruptFix));
+  }
+  contents->zip = *std::move(zip);
+  std::vector<std::string> names;
+  for (const ZipEntry& e : contents->zip) names.push_back(e.name);
   try {
     contents->reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(
         std::make_shared<Contents::MemoryAdapter>(&contents->bytes));
   } catch (const c10::Error& e) {
-    const std::string kit = DeepmdKitFile(contents->bytes, name, ZipEntryNames(contents->bytes));
+    const std::string kit = DeepmdKitFile(contents->bytes, name, names);
     if (!kit.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("'", name, "' is not a model archive of this project: ", kit));
     }
-    return absl::InvalidArgumentError(absl::StrCat("'", name, "' is not a readable model archive (truncated or ",
-                                                   "corrupt ZIP): ", e.what_without_backtrace()));
+    return absl::InvalidArgumentError(absl::StrCat("'", name, "' is a ZIP but not a model archive (",
+                                                   e.what_without_backtrace(),
+                                                   "): export models with deepmd/tools:export"));
+  }
+  // Before any entry is parsed: damage must read as damage, not as a parse or unpickling error.
+  for (const ZipEntry& e : contents->zip) {
+    if (absl::Status s = CheckZipCrc(contents->bytes, e); !s.ok()) {
+      const std::string top = absl::StrCat(" ", e.name.substr(0, e.name.find('/') + 1));  // named as elsewhere
+      return Corrupt(name, absl::StrReplaceAll(s.message(), {{top, " "}}));
+    }
   }
   Archive archive(contents, {}, name);
   absl::StatusOr<std::string> json = archive.Read("metadata.json");
@@ -156,16 +162,45 @@ absl::StatusOr<Archive> Archive::FromBytes(std::string bytes, std::string name) 
     return absl::Status(metadata.status().code(), absl::StrCat("'", name, "': ", metadata.status().message()));
   }
   archive.metadata_ = *std::move(metadata);
+  if (absl::Status s = archive.CheckContentHash(); !s.ok()) return s;
   if (!archive.Has(kRegularEntry)) {
     return absl::InvalidArgumentError(absl::StrCat("'", name, "' lacks the regular graph ", kRegularEntry));
   }
   if (archive.metadata_.has_comm_artifact != archive.Has(kWithCommEntry)) {
-    return absl::InvalidArgumentError(absl::StrCat("'", name, "': metadata says has_comm_artifact = ",
-                                                   archive.metadata_.has_comm_artifact ? "true" : "false",
-                                                   " but the archive ", archive.Has(kWithCommEntry) ? "has" : "lacks",
-                                                   " ", kWithCommEntry));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", name, "': metadata says has_comm_artifact = ", archive.metadata_.has_comm_artifact ? "true" : "false",
+        " but the archive ", archive.Has(kWithCommEntry) ? "has" : "lacks", " ", kWithCommEntry));
   }
   return archive;
+}
+
+absl::Status Archive::CheckContentHash() const {
+  const auto& hashes = metadata_.content_sha256;
+  if (hashes.empty()) return absl::OkStatus();  // exported before content hashes: CRC-32s only
+  for (Graph graph : {Graph::kRegular, Graph::kWithComm}) {
+    if (Has(GraphEntry(graph)) && !hashes.count(GraphEntry(graph))) {
+      return Corrupt(name_, absl::StrCat("metadata.json's content_sha256 does not cover ", GraphEntry(graph)));
+    }
+  }
+  for (const auto& [entry, digest] : hashes) {
+    const ZipEntry* found = nullptr;
+    for (const ZipEntry& e : contents_->zip) found = BelowTop(e.name) == entry ? &e : found;
+    if (!found) return Corrupt(name_, absl::StrCat("entry ", entry, " of metadata.json's content_sha256 is missing"));
+    std::string inflated;
+    absl::string_view data = StoredData(contents_->bytes, *found);
+    if (found->method != 0) {
+      absl::StatusOr<std::string> read = Read(entry);
+      if (!read.ok()) return read.status();
+      inflated = *std::move(read);
+      data = inflated;
+    }
+    if (const std::string actual = Sha256Hex(data); actual != digest) {
+      return Corrupt(name_,
+                     absl::StrCat("entry ", entry, " does not match its content hash (sha256 ", actual.substr(0, 16),
+                                  "..., metadata.json says ", digest.substr(0, 16), "...)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 size_t Archive::size_bytes() const { return contents_->bytes.size(); }
@@ -197,20 +232,29 @@ absl::StatusOr<torch::jit::Module> Archive::LoadGraph(Graph graph) const {
   if (!bytes.ok()) return bytes.status();
   std::istringstream stream(*std::move(bytes));
   torch::jit::Module module;
+  // The bytes passed their CRC-32 (and content hash): a graph that still does not load was written so.
+  const std::string fix = absl::StrCat(" (its bytes are intact, so it was archived this way: re-export the model",
+                                       " with this version's exporter)");
   try {
     module = torch::jit::load(stream);
   } catch (const c10::Error& e) {
     std::string why = e.what_without_backtrace();
     if (why.find("deepmd_comm") != std::string::npos) {
-      why += " (the with-comm graph needs the deepmd_comm operators: link //deepmd/ops)";
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", name_, "': cannot load ", GraphEntry(graph), ": ", why,
+                       " (the with-comm graph needs the deepmd_comm operators: ", "link //deepmd/ops)"));
     }
-    return absl::InvalidArgumentError(absl::StrCat("'", name_, "': cannot load ", GraphEntry(graph), ": ", why));
+    return absl::InvalidArgumentError(absl::StrCat("'", name_, "': cannot load ", GraphEntry(graph), fix, ": ", why));
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("'", name_, "': cannot load ", GraphEntry(graph), ": ", e.what()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", name_, "': cannot load ", GraphEntry(graph), fix, ": ", e.what()));
   }
   if (!module.find_method(GraphMethod(graph))) {
     return absl::InvalidArgumentError(
         absl::StrCat("'", name_, "': ", GraphEntry(graph), " has no method ", GraphMethod(graph)));
+  }
+  if (absl::Status s = CheckGraphAgainstMetadata(module, metadata_, GraphEntry(graph)); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("'", name_, "': ", s.message()));
   }
   return module;
 }

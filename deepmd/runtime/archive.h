@@ -23,7 +23,9 @@ const char* GraphMethod(Graph graph);  // "forward_lower" or "forward_lower_with
 
 class Archive {
  public:
-  // Reads the whole file; errors say what is wrong (missing file, not a ZIP, truncated, no metadata).
+  // Reads the whole file and checks it: every entry's CRC-32, the metadata (ParseMetadata) and, when
+  // metadata.json has content_sha256, every entry it lists. Errors say what is wrong (missing file, not
+  // a ZIP, a ZIP that is not a model, damage naming the entry, no metadata, inconsistent metadata).
   static absl::StatusOr<Archive> Open(const std::string& path);
   static absl::StatusOr<Archive> FromBytes(std::string bytes, std::string name);
 
@@ -34,12 +36,15 @@ class Archive {
   std::vector<std::pair<std::string, size_t>> Entries() const;
   bool Has(const std::string& entry) const;
   absl::StatusOr<std::string> Read(const std::string& entry) const;
-  // Loads a graph from memory and checks that it has its method. The with-comm graph needs the
-  // deepmd_comm operators (link //deepmd/ops).
+  // Whether metadata.json carries content hashes (archives exported before them do not).
+  bool has_content_hash() const { return !metadata_.content_sha256.empty(); }
+  // Loads a graph from memory and checks that it has its method and agrees with the metadata. The with-comm graph needs
+  // the deepmd_comm operators (link //deepmd/ops).
   absl::StatusOr<torch::jit::Module> LoadGraph(Graph graph) const;
 
  private:
   struct Contents;
+  absl::Status CheckContentHash() const;
   Archive(std::shared_ptr<Contents> contents, ArchiveMetadata metadata, std::string name)
       : contents_(std::move(contents)), metadata_(std::move(metadata)), name_(std::move(name)) {}
   std::shared_ptr<Contents> contents_;

@@ -8,20 +8,23 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
+#include <exception>
 #include <optional>
 #include <string>
-#include <thread>
 
 #include "absl/strings/cord.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "deepmd/ops/exchange.h"
 #include "deepmd/ops/plan.h"
 #include "deepmd/runtime/archive.h"
 #include "deepmd/runtime/atom_checks.h"
-#include "deepmd/runtime/host_memory.h"
+#include "deepmd/runtime/exception_status.h"
+#include "deepmd/runtime/fault_injection.h"
 #include "deepmd/runtime/neighbor_list.h"
+#include "deepmd/runtime/neighbor_selection.h"
+#include "deepmd/runtime/process_policy.h"
 
 namespace deepmd::runtime {
 namespace {
@@ -46,31 +49,6 @@ double VirtualAtomMargin(const ArchiveMetadata& m, absl::Span<const int> atype, 
   return 2 * most;
 }
 
-absl::Status ConfigureThreads(bool multi_rank) {
-  const char* env = std::getenv("DEEPMD_NUM_THREADS");
-  if (env == nullptr || *env == '\0') {
-    if (multi_rank) at::set_num_threads(1);
-    return absl::OkStatus();
-  }
-  int threads = 0;
-  if (!absl::SimpleAtoi(env, &threads) || threads < 1) {
-    return Invalid(absl::StrCat("DEEPMD_NUM_THREADS='", env,
-                                "' is not a positive integer: set it to the number of threads per rank (e.g. 1), "
-                                "or unset it"));
-  }
-  const int hardware = static_cast<int>(std::thread::hardware_concurrency());  // 0: unknown
-  if (hardware > 0 && threads > hardware) {
-    std::fprintf(stderr,
-                 "deepmd: warning: DEEPMD_NUM_THREADS=%d is more than the %d hardware threads of this machine; "
-                 "using %d\n",
-                 threads, hardware, hardware);
-    threads = hardware;
-  }
-  at::set_num_threads(threads);
-  return absl::OkStatus();
-}
-
-constexpr char kPeerFailurePayload[] = "deepmd.runtime/peer-failure";
 constexpr char kInsideExchangesPayload[] = "deepmd.runtime/failed-inside-exchanges";
 
 struct DeepPot::Impl {
@@ -81,6 +59,9 @@ struct DeepPot::Impl {
   const char* last_graph = "none";
   bool threads_configured = false;
   ComputeTimes times;
+  NeighborSelection selection;
+  bool sel_reported = false;  // the warning about neighbours beyond sel is given once
+  SelOverflow sel_overflow;   // of the last rebuild
 
   // Topology, rebuilt when ago == 0.
   int64_t nall = -1, nlocal = -1;        // as given
@@ -97,20 +78,38 @@ struct DeepPot::Impl {
 
   absl::Status Rebuild(const ComputeInput& in);
   absl::Status FillStep(const ComputeInput& in);
-  absl::Status Prepare(const ComputeInput& in);  // validation, rebuild when asked, per-step inputs
+  absl::Status Prepare(const ComputeInput& in, bool& rebuilt);  // validation, rebuild when asked, per-step inputs
+  void ReportSelOverflow(absl::Span<const int32_t> plan);
+  c10::IValue RunGraph(bool atomic);  // throws what the graph throws
+  absl::Status TakeOutputs(const c10::IValue& returned, const ComputeInput& in, ComputeOutput& out);
+  void Warn(const std::string& message) const;
+  int plan_rank = 0;  // this rank in the plan's communicator
 };
 
+void DeepPot::Impl::Warn(const std::string& message) const {
+  if (plan_rank != 0) return;
+  if (options.warn) {
+    options.warn(message);
+  } else {
+    std::fprintf(stderr, "deepmd: warning: %s\n", message.c_str());
+  }
+}
+
 absl::StatusOr<std::unique_ptr<DeepPot>> DeepPot::Load(const std::string& path, DeepPotOptions options) {
-  absl::StatusOr<Archive> archive = Archive::Open(path);
-  if (!archive.ok()) return archive.status();
-  KeepFreedMemory();
-  auto impl = std::make_unique<Impl>(*std::move(archive));
-  impl->options = options;
-  absl::StatusOr<torch::jit::Module> regular = impl->archive.LoadGraph(Graph::kRegular);
-  if (!regular.ok()) return regular.status();
-  impl->regular = *std::move(regular);
-  impl->regular.eval();
-  return std::unique_ptr<DeepPot>(new DeepPot(std::move(impl)));
+  try {
+    absl::StatusOr<Archive> archive = Archive::Open(path);
+    if (!archive.ok()) return archive.status();
+    auto impl = std::make_unique<Impl>(*std::move(archive));
+    impl->options = std::move(options);
+    impl->selection = NeighborSelection::Of(impl->archive.metadata());
+    absl::StatusOr<torch::jit::Module> regular = impl->archive.LoadGraph(Graph::kRegular);
+    if (!regular.ok()) return regular.status();
+    impl->regular = *std::move(regular);
+    impl->regular.eval();
+    return std::unique_ptr<DeepPot>(new DeepPot(std::move(impl)));
+  } catch (...) {
+    return StatusFromException(std::current_exception(), absl::StrCat("loading '", path, "'"));
+  }
 }
 
 DeepPot::DeepPot(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -157,10 +156,16 @@ absl::Status DeepPot::Impl::Rebuild(const ComputeInput& in) {
     view = *parsed;
   }
   multi_rank = view && view->size() > 1;
-  if (!threads_configured) {
-    if (absl::Status st = ConfigureThreads(multi_rank); !st.ok()) return st;
-    threads_configured = true;
+  plan_rank = view ? view->rank() : 0;
+  MaybeInjectFault("rebuild", plan_rank);
+  if (!threads_configured && !HostChoseProcessPolicy()) {
+    std::string warning;
+    absl::StatusOr<ProcessPolicy> policy = PolicyFromEnvironment(multi_rank, &warning);
+    if (!policy.ok()) return policy.status();
+    ApplyProcessPolicy(*policy, /*by_host=*/false);
+    if (!warning.empty()) Warn(warning);
   }
+  threads_configured = true;
   // A model that passes messages needs its ghosts' embeddings from their owners: on several ranks only
   // the with-comm graph can do that (whatever the archive says about crossing ranks).
   use_with_comm = (multi_rank && m.has_message_passing) ||
@@ -238,6 +243,7 @@ absl::Status DeepPot::Impl::Rebuild(const ComputeInput& in) {
   nlist = torch::empty({1, nloc_real, std::max<int64_t>(list.max_row(), 1)}, kI64);
   list.ToPadded(nlist.size(2), nlist.data_ptr<int64_t>());
   times.neighbor_list_seconds += SecondsSince(list_start);
+  if (!sel_reported) sel_overflow = selection.Count(list, absl::MakeConstSpan(c, 3 * nall_real), types, m.rcut);
   // Overlapping atoms: the closest pair of the list just built (pairs with an owned atom; on several
   // ranks each pair is seen by a rank that owns one of its atoms, and the ranks then agree).
   if (list.closest_i >= 0) {
@@ -283,7 +289,7 @@ absl::Status DeepPot::Impl::FillStep(const ComputeInput& in) {
   return absl::OkStatus();
 }
 
-absl::Status DeepPot::Impl::Prepare(const ComputeInput& in) {
+absl::Status DeepPot::Impl::Prepare(const ComputeInput& in, bool& rebuilt) {
   const int64_t n = static_cast<int64_t>(in.atype.size());
   if (!in.ids.empty() && static_cast<int64_t>(in.ids.size()) != n) {
     return Invalid(absl::StrCat("ids has ", in.ids.size(), " entries for ", n, " atoms (one per atom, or none)"));
@@ -299,10 +305,12 @@ absl::Status DeepPot::Impl::Prepare(const ComputeInput& in) {
   }
   if (in.ago == 0 || nall < 0) {
     const Clock::time_point start = Clock::now();
-    absl::Status rebuilt = Rebuild(in);
+    rebuilt = true;
+    sel_overflow = SelOverflow();
+    absl::Status status = Rebuild(in);
     times.rebuild_seconds += SecondsSince(start);
     ++times.rebuilds;
-    if (!rebuilt.ok()) return rebuilt;
+    if (!status.ok()) return status;
   } else if (n != nall || in.nlocal != nlocal) {
     return Invalid(absl::StrCat("ago = ", in.ago, " but the system changed from ", nlocal, " + ", nall - nlocal, " to ",
                                 in.nlocal, " + ", n - in.nlocal, " atoms; rebuild with ago = 0"));
@@ -310,27 +318,45 @@ absl::Status DeepPot::Impl::Prepare(const ComputeInput& in) {
   return FillStep(in);
 }
 
-absl::Status AgreeAcrossRanks(const absl::Status& local, absl::Span<const int32_t> plan) {
-  // Only the header is read (O(1) per step): the communicator, this rank and the size.
+namespace {
+
+// The communicator of a plan that spans several ranks while MPI runs; MPI_COMM_NULL otherwise. Only the
+// header is read (O(1) per step).
+MPI_Comm PlanCommunicator(absl::Span<const int32_t> plan) {
   if (plan.size() < ops::kHeaderWords || plan[ops::kMagic] != ops::kPlanMagic ||
       plan[ops::kVersion] != ops::kPlanVersion || plan[ops::kCommunicator] == ops::kNoCommunicator ||
       plan[ops::kSize] < 2) {
-    return local;
+    return MPI_COMM_NULL;
   }
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
-  if (!initialized || finalized) return local;
-  MPI_Comm comm = MPI_Comm_f2c(plan[ops::kCommunicator]);
-  int failed_rank = local.ok() ? -1 : plan[ops::kRank], first_failed = -1;
-  if (MPI_Allreduce(&failed_rank, &first_failed, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS) return local;
-  if (!local.ok() || first_failed < 0) return local;
-  absl::Status peer = absl::FailedPreconditionError(
-      absl::StrCat("rank ", first_failed,
-                   " could not evaluate its atoms (its own message says why), so every rank stops "
-                   "before the collective ghost exchanges"));
-  peer.SetPayload(kPeerFailurePayload, absl::Cord(std::to_string(first_failed)));
-  return peer;
+  return initialized && !finalized ? MPI_Comm_f2c(plan[ops::kCommunicator]) : MPI_COMM_NULL;
+}
+
+}  // namespace
+
+absl::Status AgreeAcrossRanks(const absl::Status& local, absl::Span<const int32_t> plan) {
+  return AgreeAcrossRanks(local, PlanCommunicator(plan));
+}
+
+void DeepPot::Impl::ReportSelOverflow(absl::Span<const int32_t> plan) {
+  // Collective like the agreements: every rank rebuilt in this call (rebuilds are the caller's, alike
+  // on every rank) and every rank stops counting once any rank has reported.
+  int64_t atoms = sel_overflow.atoms, most = sel_overflow.most;
+  if (MPI_Comm comm = PlanCommunicator(plan); comm != MPI_COMM_NULL) {
+    MPI_Allreduce(&sel_overflow.atoms, &atoms, 1, MPI_INT64_T, MPI_SUM, comm);
+    MPI_Allreduce(&sel_overflow.most, &most, 1, MPI_INT64_T, MPI_MAX, comm);
+  }
+  if (atoms == 0) return;
+  sel_reported = true;
+  const ArchiveMetadata& m = archive.metadata();
+  Warn(absl::StrFormat(
+      "'%s' keeps at most %s within rcut %g A (sel), but %d atom(s) have more (up to %d): the model ignores "
+      "the farthest ones, as deepmd-kit does, so their energies and forces are those of a truncated "
+      "neighbourhood. If that matters, use a model trained with a larger sel. (Reported once, at the first "
+      "neighbour-list rebuild where it happens.)",
+      archive.name(), selection.Describe(), m.rcut, atoms, most));
 }
 
 absl::Status CheckRunsOnRanks(const ArchiveMetadata& m, const std::string& name, int nranks) {
@@ -341,8 +367,6 @@ absl::Status CheckRunsOnRanks(const ArchiveMetadata& m, const std::string& name,
       "rank."));
 }
 
-bool IsPeerFailure(const absl::Status& status) { return status.GetPayload(kPeerFailurePayload).has_value(); }
-
 bool PeersMayBeInExchange(const absl::Status& status) { return status.GetPayload(kInsideExchangesPayload).has_value(); }
 
 void DeepPot::set_skin(double skin) {
@@ -352,14 +376,20 @@ void DeepPot::set_skin(double skin) {
 
 absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
   Impl& s = *impl_;
-  const ArchiveMetadata& m = s.archive.metadata();
-  const int64_t n = static_cast<int64_t>(in.atype.size());
   ++s.times.calls;
   Clock::time_point start = Clock::now();
   const double rebuild_before = s.times.rebuild_seconds;
   // On several ranks an error found on one rank must stop all of them here: otherwise its peers
-  // would wait forever inside the graph's exchanges.
-  absl::Status agreed = AgreeAcrossRanks(s.Prepare(in), in.plan);
+  // would wait forever inside the graph's exchanges. Exceptions count as errors.
+  bool rebuilt = false;
+  absl::Status prepared;
+  try {
+    prepared = s.Prepare(in, rebuilt);
+  } catch (...) {
+    prepared = StatusFromException(std::current_exception(), "preparing the model's inputs");
+  }
+  absl::Status agreed = AgreeAcrossRanks(prepared, in.plan);
+  if (agreed.ok() && rebuilt && !s.sel_reported) s.ReportSelOverflow(in.plan);
   s.times.inputs_seconds += SecondsSince(start) - (s.times.rebuild_seconds - rebuild_before);
   if (!agreed.ok()) {
     s.nall = -1;  // the cached topology may be half-built: rebuild on the next call
@@ -367,55 +397,75 @@ absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
   }
 
   start = Clock::now();
-  std::vector<c10::IValue> inputs = {s.coord, s.atype};
-  if (m.is_spin) inputs.push_back(s.spin);
-  inputs.push_back(s.nlist);
-  if (!s.use_with_comm) inputs.push_back(s.mapping.defined() ? c10::IValue(s.mapping) : c10::IValue());
-  inputs.push_back(m.dim_fparam && !s.use_default_fparam ? c10::IValue(s.fparam) : c10::IValue());
-  inputs.push_back(m.dim_aparam ? c10::IValue(s.aparam) : c10::IValue());
-  inputs.push_back(in.atomic);
-  if (s.use_with_comm) inputs.push_back(s.plan);
+  const ops::ExchangeTotals exchanged_before = ops::exchange_totals();
   c10::IValue returned;
-  // Plain interpretation: the profiling executor's differentiable subgraphs kept 60% more activations
-  // alive and ran 20-40% slower on the realistic DPA3 (docs/performance.md).
-  torch::jit::GraphOptimizerEnabledGuard plain_interpreter(s.options.optimize_graph);
-  std::optional<std::string> failure;
+  std::optional<absl::Status> failure;
   try {
-    returned = s.use_with_comm ? s.with_comm->get_method("forward_lower_with_comm")(inputs)
-                               : s.regular.get_method("forward_lower")(inputs);
-  } catch (const c10::Error& e) {
-    failure = e.what_without_backtrace();
-  } catch (const std::exception& e) {  // TorchScript's own exceptions (JITException) are not c10::Errors
-    failure = e.what();
+    returned = s.RunGraph(in.atomic);
+  } catch (...) {
+    failure = StatusFromException(std::current_exception(), "model evaluation failed");
   }
+  const ops::ExchangeTotals& exchanged = ops::exchange_totals();
+  s.times.exchange_forward_seconds += exchanged.forward_seconds - exchanged_before.forward_seconds;
+  s.times.exchange_reverse_seconds += exchanged.reverse_seconds - exchanged_before.reverse_seconds;
   if (failure) {
-    absl::Status status = absl::InternalError(absl::StrCat("model evaluation failed: ", *failure));
     s.nall = -1;
     // Peers may be waiting in an exchange this rank will not reach: no agreement can follow.
     if (s.use_with_comm && s.multi_rank) {
-      status.SetPayload(kInsideExchangesPayload, absl::Cord(*failure));
-      return status;
+      failure->SetPayload(kInsideExchangesPayload, absl::Cord(std::string(failure->message())));
+      return *failure;
     }
     // The regular graph exchanges nothing: its peers reach the agreement on the outputs below.
-    return AgreeAcrossRanks(status, in.plan);
+    return AgreeAcrossRanks(*failure, in.plan);
   }
   s.times.graph_seconds += SecondsSince(start);
   start = Clock::now();
-  const c10::Dict<c10::IValue, c10::IValue> result = returned.toGenericDict();
   s.last_graph = s.use_with_comm ? "with-comm" : "regular";
+  // Every rank that got here has finished its exchanges, so one more agreement is safe.
+  absl::Status outputs;
+  try {
+    outputs = s.TakeOutputs(returned, in, out);
+  } catch (...) {
+    outputs = StatusFromException(std::current_exception(), "reading the model's outputs");
+  }
+  absl::Status agreed_outputs = AgreeAcrossRanks(outputs, in.plan);
+  s.times.outputs_seconds += SecondsSince(start);
+  return agreed_outputs;
+}
 
+c10::IValue DeepPot::Impl::RunGraph(bool atomic) {
+  const ArchiveMetadata& m = archive.metadata();
+  std::vector<c10::IValue> inputs = {coord, atype};
+  if (m.is_spin) inputs.push_back(spin);
+  inputs.push_back(nlist);
+  if (!use_with_comm) inputs.push_back(mapping.defined() ? c10::IValue(mapping) : c10::IValue());
+  inputs.push_back(m.dim_fparam && !use_default_fparam ? c10::IValue(fparam) : c10::IValue());
+  inputs.push_back(m.dim_aparam ? c10::IValue(aparam) : c10::IValue());
+  inputs.push_back(atomic);
+  if (use_with_comm) inputs.push_back(plan);
+  // Plain interpretation: the profiling executor's differentiable subgraphs kept 60% more activations
+  // alive and ran 20-40% slower on the realistic DPA3 (docs/performance.md).
+  torch::jit::GraphOptimizerEnabledGuard plain_interpreter(options.optimize_graph);
+  return use_with_comm ? with_comm->get_method("forward_lower_with_comm")(inputs)
+                       : regular.get_method("forward_lower")(inputs);
+}
+
+absl::Status DeepPot::Impl::TakeOutputs(const c10::IValue& returned, const ComputeInput& in, ComputeOutput& out) {
+  const ArchiveMetadata& m = archive.metadata();
+  const int64_t n = static_cast<int64_t>(in.atype.size());
+  const c10::Dict<c10::IValue, c10::IValue> result = returned.toGenericDict();
   // Back to the caller's rows; NULL atoms get zeros.
   const torch::Tensor force = result.at("force").toTensor().contiguous();
   const double* f = force.data_ptr<double>();
   out.force.assign(3 * n, 0.0);
-  for (int64_t r = 0; r < s.nall_real; ++r) {
-    for (int d = 0; d < 3; ++d) out.force[3 * s.kept[r] + d] = f[3 * r + d];
+  for (int64_t r = 0; r < nall_real; ++r) {
+    for (int d = 0; d < 3; ++d) out.force[3 * kept[r] + d] = f[3 * r + d];
   }
   if (m.is_spin) {
     const torch::Tensor fm = result.at("force_mag").toTensor().contiguous();
     out.force_mag.assign(3 * n, 0.0);
-    for (int64_t r = 0; r < s.nall_real; ++r) {
-      for (int d = 0; d < 3; ++d) out.force_mag[3 * s.kept[r] + d] = fm.data_ptr<double>()[3 * r + d];
+    for (int64_t r = 0; r < nall_real; ++r) {
+      for (int d = 0; d < 3; ++d) out.force_mag[3 * kept[r] + d] = fm.data_ptr<double>()[3 * r + d];
     }
   }
   out.energy = result.at("energy").toTensor().item<double>();
@@ -426,22 +476,19 @@ absl::Status DeepPot::Compute(const ComputeInput& in, ComputeOutput& out) {
     const torch::Tensor av = result.at("atom_virial").toTensor().contiguous();
     out.atom_energy.assign(in.nlocal, 0.0);
     out.atom_virial.assign(9 * n, 0.0);
-    for (int64_t r = 0; r < s.nall_real; ++r) {
-      if (r < s.nloc_real) out.atom_energy[s.kept[r]] = ae.data_ptr<double>()[r];
-      for (int k = 0; k < 9; ++k) out.atom_virial[9 * s.kept[r] + k] = av.data_ptr<double>()[9 * r + k];
+    for (int64_t r = 0; r < nall_real; ++r) {
+      if (r < nloc_real) out.atom_energy[kept[r]] = ae.data_ptr<double>()[r];
+      for (int k = 0; k < 9; ++k) out.atom_virial[9 * kept[r] + k] = av.data_ptr<double>()[9 * r + k];
     }
   }
-  // A non-finite result is never a success; on several ranks every rank learns of it (every rank that
-  // got here has finished its exchanges, so one more agreement is safe).
+  // A non-finite result is never a success.
   absl::Status finite = CheckFinite("energy", absl::MakeConstSpan(&out.energy, 1), 0, in.ids);
   if (finite.ok()) finite = CheckFinite("force", out.force, 3, in.ids);
   if (finite.ok()) finite = CheckFinite("virial", out.virial, 0, in.ids);
   if (finite.ok() && m.is_spin) finite = CheckFinite("magnetic force", out.force_mag, 3, in.ids);
   if (finite.ok() && in.atomic) finite = CheckFinite("per-atom energy", out.atom_energy, 1, in.ids);
   if (finite.ok() && in.atomic) finite = CheckFinite("per-atom virial", out.atom_virial, 9, in.ids);
-  absl::Status agreed_outputs = AgreeAcrossRanks(finite, in.plan);
-  s.times.outputs_seconds += SecondsSince(start);
-  return agreed_outputs;
+  return finite;
 }
 
 }  // namespace deepmd::runtime

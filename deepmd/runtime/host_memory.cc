@@ -2,18 +2,14 @@
 
 #include <malloc.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <limits>
 
 namespace deepmd::runtime {
 
 void KeepFreedMemory() {
   static const bool configured = [] {
-    const char* env = std::getenv("DEEPMD_MALLOC");
-    if (env != nullptr && std::strcmp(env, "system") == 0) return false;
 #ifdef __GLIBC__
-    mallopt(M_MMAP_MAX, 0);               // large blocks come from the heap, not from fresh mappings
+    mallopt(M_MMAP_MAX, 0);  // large blocks come from the heap, not from fresh mappings
     // and freed ones stay there for the next step (up to 2 GiB free at the heap's top: mallopt takes an int)
     mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
 #endif

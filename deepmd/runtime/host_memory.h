@@ -12,7 +12,7 @@ namespace deepmd::runtime {
 // layer reuses warm pages. The process keeps about its peak footprint (what an MD run needs anyway).
 // Process-wide: it applies to the host (LAMMPS) too, which allocates little per step.
 //
-// Set DEEPMD_MALLOC=system to leave glibc's defaults alone.
+// Part of the process policy (process_policy.h): DEEPMD_MALLOC=system leaves glibc's defaults alone.
 void KeepFreedMemory();
 
 }  // namespace deepmd::runtime

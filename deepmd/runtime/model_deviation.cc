@@ -25,8 +25,7 @@ Summary Summarise(const std::vector<double>& values) {
 
 }  // namespace
 
-std::vector<double> AtomForceDeviation(const std::vector<std::vector<double>>& forces, int natoms,
-                                       double relative) {
+std::vector<double> AtomForceDeviation(const std::vector<std::vector<double>>& forces, int natoms, double relative) {
   const size_t nmodels = forces.size();
   std::vector<double> devi(natoms, 0.0);
   if (nmodels == 0) return devi;
@@ -82,6 +81,12 @@ DeviationStats ComputeDeviation(const std::vector<std::vector<double>>& forces,
   return stats;
 }
 
+double ModelDeviation::rcut() const {
+  double largest = 0;
+  for (const auto& model : models_) largest = std::max(largest, model->metadata().rcut);
+  return largest;
+}
+
 void ModelDeviation::set_skin(double skin) {
   for (auto& model : models_) model->set_skin(skin);
 }
@@ -95,10 +100,12 @@ absl::StatusOr<std::unique_ptr<ModelDeviation>> ModelDeviation::Load(const std::
     if (!pot.ok()) return pot.status();
     const ArchiveMetadata& first = deviation->models_.empty() ? (*pot)->metadata() : deviation->models_[0]->metadata();
     if ((*pot)->metadata().type_map != first.type_map || (*pot)->metadata().is_spin != first.is_spin) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "'", path, "' has type map [", absl::StrJoin((*pot)->metadata().type_map, " "), "] (spin: ",
-          (*pot)->metadata().is_spin, ") but '", paths[0], "' has [", absl::StrJoin(first.type_map, " "),
-          "] (spin: ", first.is_spin, "): models of a deviation must describe the same elements"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", path, "' has type map [", absl::StrJoin((*pot)->metadata().type_map, " "),
+                       "] (spin: ", (*pot)->metadata().is_spin, ") but '", paths[0], "' has [",
+                       absl::StrJoin(first.type_map, " "), "] (spin: ", first.is_spin,
+                       "): models of a deviation must describe the same elements in the same order; "
+                       "use models trained with the same type_map"));
     }
     deviation->models_.push_back(*std::move(pot));
   }
@@ -109,7 +116,10 @@ absl::Status ModelDeviation::Compute(const ComputeInput& input, std::vector<Comp
   outputs.resize(models_.size());
   for (size_t k = 0; k < models_.size(); ++k) {
     if (absl::Status s = models_[k]->Compute(input, outputs[k]); !s.ok()) {
-      return absl::Status(s.code(), absl::StrCat("model ", k, ": ", s.message()));
+      absl::Status named(s.code(), absl::StrCat("model ", k, ": ", s.message()));
+      // The payloads say how the ranks agreed (and whether they still can): keep them.
+      s.ForEachPayload([&](absl::string_view key, const absl::Cord& value) { named.SetPayload(key, value); });
+      return named;
     }
   }
   return absl::OkStatus();

@@ -44,6 +44,9 @@ class ModelDeviation {
   absl::Status Compute(const ComputeInput& input, std::vector<ComputeOutput>& outputs);
   size_t size() const { return models_.size(); }
   DeepPot& model(size_t k) { return *models_[k]; }
+  // The largest cutoff of the models: ghost shells and neighbour lists shared by them must reach it,
+  // whichever model comes first.
+  double rcut() const;
   void set_skin(double skin);
 
  private:

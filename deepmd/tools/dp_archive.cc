@@ -1,21 +1,25 @@
 // dp_archive: inspect, verify and extract model archives (.pt2, docs/model_archive.md) without Python.
 //
 //   dp_archive inspect FILE [--json]   a readable summary (or JSON) of the metadata and entries
-//   dp_archive verify FILE             loads every graph, checks them against the metadata, evaluates a
-//                                      generated periodic system: finite results, and the with-comm graph
-//                                      on a multi-hop self-exchange plan equal to the regular graph
+//   dp_archive verify FILE             checks every entry's CRC-32 and the content hash, then loads the
+//                                      archive through the runtime (DeepPot), evaluates a generated periodic
+//                                      system with its standalone entry: finite results, and the with-comm
+//                                      graph on a multi-hop self-exchange plan equal to the regular graph
 //   dp_archive extract FILE DIR [--force]
 //                                      writes every entry under DIR (never outside it: entries named
 //                                      with '..' or absolutely are refused); existing files only with --force
 //
 // Exit status: 0 good, 1 the archive fails or a file cannot be written (the message says why), 2 usage
 // error.
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -28,8 +32,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "deepmd/runtime/archive.h"
-#include "deepmd/runtime/neighbor_list.h"
-#include "deepmd/runtime/periodic_images.h"
+#include "deepmd/runtime/deep_pot.h"
+#include "deepmd/runtime/standalone.h"
 
 ABSL_FLAG(bool, json, false, "inspect: print JSON instead of a table");
 ABSL_FLAG(int, atoms, 12, "verify: atoms in the generated periodic system");
@@ -40,7 +44,6 @@ namespace {
 
 using deepmd::runtime::Archive;
 using deepmd::runtime::ArchiveMetadata;
-using deepmd::runtime::Graph;
 
 int Fail(const absl::Status& status) {
   std::fprintf(stderr, "dp_archive: %s\n", std::string(status.message()).c_str());
@@ -54,21 +57,25 @@ int Inspect(const Archive& archive) {
     nlohmann::json j = nlohmann::json::parse(*archive.Read("metadata.json"));
     nlohmann::json list = nlohmann::json::array();
     for (const auto& [name, size] : entries) list.push_back({{"name", name}, {"bytes", size}});
-    std::printf("%s\n", nlohmann::json{{"file", archive.name()}, {"bytes", archive.size_bytes()},
-                                       {"entries", list}, {"metadata", j}}
-                            .dump(2)
-                            .c_str());
+    std::printf(
+        "%s\n",
+        nlohmann::json{{"file", archive.name()}, {"bytes", archive.size_bytes()}, {"entries", list}, {"metadata", j}}
+            .dump(2)
+            .c_str());
     return 0;
   }
   std::printf("archive        %s (%zu bytes)\n", archive.name().c_str(), archive.size_bytes());
   const nlohmann::json meta = nlohmann::json::parse(*archive.Read("metadata.json"), nullptr, false);
   if (meta.is_object() && meta.contains("source") && meta["source"].is_object()) {
     const nlohmann::json& src = meta["source"];
-    auto text = [&](const char* key) { return src.contains(key) && src[key].is_string() ? src[key].get<std::string>() : ""; };
+    auto text = [&](const char* key) {
+      return src.contains(key) && src[key].is_string() ? src[key].get<std::string>() : "";
+    };
     std::printf("source         %s%s%s\n", text("file").c_str(),
                 text("sha256").empty() ? "" : absl::StrCat(" (sha256 ", text("sha256").substr(0, 16), "...)").c_str(),
-                text("deepmd_kit_version").empty() ? "" : absl::StrCat(", ", text("software"), " ",
-                                                                        text("deepmd_kit_version")).c_str());
+                text("deepmd_kit_version").empty()
+                    ? ""
+                    : absl::StrCat(", ", text("software"), " ", text("deepmd_kit_version")).c_str());
   }
   if (meta.is_object() && meta.contains("descriptor") && meta["descriptor"].is_object()) {
     const nlohmann::json& d = meta["descriptor"];
@@ -96,17 +103,17 @@ int Inspect(const Archive& archive) {
   std::printf("cutoff         %g A, sel %s (nnei %d)\n", m.rcut, absl::StrJoin(m.sel, ",").c_str(), m.nnei);
   std::printf("layers         %d message-passing layer(s); across ranks: %s\n", m.nlayers,
               m.has_message_passing_across_ranks ? "yes" : "no");
-  std::printf("exchanges      %s\n",
-              m.exchanged_feature_widths.empty() ? "none"
-                                                 : absl::StrCat(m.exchanged_feature_widths.size(), " per evaluation, widths ",
-                                                                absl::StrJoin(m.exchanged_feature_widths, ","))
-                                                       .c_str());
+  std::printf("exchanges      %s\n", m.exchanged_feature_widths.empty()
+                                         ? "none"
+                                         : absl::StrCat(m.exchanged_feature_widths.size(), " per evaluation, widths ",
+                                                        absl::StrJoin(m.exchanged_feature_widths, ","))
+                                               .c_str());
   std::printf("parameters     fparam %d, aparam %d\n", m.dim_fparam, m.dim_aparam);
   if (m.is_spin) {
     std::vector<std::string> spins;
     for (size_t t = 0; t < m.type_map.size(); ++t) {
-      spins.push_back(absl::StrCat(m.type_map[t], m.use_spin[t] ? absl::StrCat(" (scale ", m.virtual_scale[t], ")")
-                                                                : " (no spin)"));
+      spins.push_back(absl::StrCat(m.type_map[t],
+                                   m.use_spin[t] ? absl::StrCat(" (scale ", m.virtual_scale[t], ")") : " (no spin)"));
     }
     std::printf("spin           %s\n", absl::StrJoin(spins, ", ").c_str());
   }
@@ -163,62 +170,48 @@ int Extract(const Archive& archive, const std::string& dir) {
   return 0;
 }
 
-// Evaluates one graph on the generated system; returns its outputs.
-absl::StatusOr<c10::Dict<c10::IValue, c10::IValue>> Evaluate(torch::jit::Module& module, Graph graph,
-                                                               const ArchiveMetadata& m,
-                                                               const deepmd::runtime::PeriodicImages& images,
-                                                               const std::vector<int64_t>& types,
-                                                               const std::vector<double>& spins) {
-  const int64_t nall = static_cast<int64_t>(images.owner.size()), nloc = images.nloc;
-  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
-  auto i64 = torch::TensorOptions().dtype(torch::kInt64);
-  torch::Tensor coord = torch::from_blob(const_cast<double*>(images.coord.data()), {1, nall, 3}, f64).clone();
-  torch::Tensor owner = torch::from_blob(const_cast<int64_t*>(images.owner.data()), {1, nall}, i64).clone();
-  torch::Tensor atype = torch::tensor(types, i64).index({owner});
-  deepmd::runtime::NeighborList list;
-  deepmd::runtime::BuildNeighborList(images.coord, nloc, m.rcut, list);
-  torch::Tensor nlist = torch::empty({1, nloc, std::max<int64_t>(list.max_row(), 1)}, i64);
-  list.ToPadded(nlist.size(2), nlist.data_ptr<int64_t>());
-  std::vector<c10::IValue> inputs = {coord, atype};
-  if (m.is_spin) inputs.push_back(torch::tensor(spins, f64).reshape({-1, 3}).index({owner}));
-  inputs.push_back(nlist);
-  if (graph == Graph::kRegular) inputs.push_back(owner);
-  inputs.push_back(m.dim_fparam ? c10::IValue(torch::ones({1, m.dim_fparam}, f64)) : c10::IValue());
-  inputs.push_back(m.dim_aparam ? c10::IValue(torch::ones({1, nloc, m.dim_aparam}, f64)) : c10::IValue());
-  inputs.push_back(true);
-  if (graph == Graph::kWithComm) {
-    inputs.push_back(torch::tensor(images.plan, torch::TensorOptions().dtype(torch::kInt32)));
+// One evaluation of the generated system through the runtime's standalone entry (the call convention
+// of the graphs is the runtime's own: nothing here reimplements it).
+absl::StatusOr<deepmd::runtime::ComputeOutput> Evaluate(deepmd::runtime::DeepPot& pot,
+                                                        deepmd::runtime::PeriodicInput input) {
+  const ArchiveMetadata& m = pot.metadata();
+  const std::vector<double> fparam(m.dim_fparam, 1.0), aparam(m.dim_aparam * input.atype.size(), 1.0);
+  input.fparam = fparam;
+  input.aparam = aparam;
+  input.atomic = true;
+  deepmd::runtime::ComputeOutput out;
+  if (absl::Status s = deepmd::runtime::EvaluatePeriodic(pot, input, out); !s.ok()) return s;
+  return out;
+}
+
+// Largest difference of b from a, relative to a's largest magnitude (at least 1).
+double RelativeDifference(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) return INFINITY;
+  double diff = 0, scale = 1;
+  for (size_t k = 0; k < a.size(); ++k) {
+    diff = std::max(diff, std::abs(a[k] - b[k]));
+    scale = std::max(scale, std::abs(a[k]));
   }
-  try {
-    return module.get_method(deepmd::runtime::GraphMethod(graph))(inputs).toGenericDict();
-  } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(deepmd::runtime::GraphMethod(graph), " failed on a generated system: ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {  // TorchScript's own exceptions
-    return absl::InvalidArgumentError(
-        absl::StrCat(deepmd::runtime::GraphMethod(graph), " failed on a generated system: ", e.what()));
-  }
+  return diff / scale;
 }
 
 int Verify(const Archive& archive) {
   const ArchiveMetadata& m = archive.metadata();
-  absl::StatusOr<torch::jit::Module> regular = archive.LoadGraph(Graph::kRegular);
+  std::printf("integrity: CRC-32 of %zu entries OK; %s\n", archive.Entries().size(),
+              archive.has_content_hash() ? absl::StrCat("content hash (sha256) of ", m.content_sha256.size(),
+                                                        m.content_sha256.size() == 1 ? " entry OK" : " entries OK")
+                                               .c_str()
+                                         : "no content hash (exported before content hashes: re-export to add one)");
+  absl::StatusOr<std::unique_ptr<deepmd::runtime::DeepPot>> regular = deepmd::runtime::DeepPot::Load(archive.name());
   if (!regular.ok()) return Fail(regular.status());
-  std::printf("loaded regular graph (forward_lower)\n");
-  absl::StatusOr<torch::jit::Module> with_comm;
-  if (m.has_comm_artifact) {
-    with_comm = archive.LoadGraph(Graph::kWithComm);
-    if (!with_comm.ok()) return Fail(with_comm.status());
-    std::printf("loaded with-comm graph (forward_lower_with_comm)\n");
-  }
+  std::printf("loaded regular graph (forward_lower), checked against the metadata\n");
   // A periodic box thinner than the cutoff: images of images, several hops deep.
   const int natoms = absl::GetFlag(FLAGS_atoms);
   const std::array<double, 3> box = {0.8 * m.rcut, 0.9 * m.rcut, 1.1 * m.rcut};
   std::mt19937_64 rng(absl::GetFlag(FLAGS_seed));
   std::uniform_real_distribution<double> unit(0, 1);
-  std::vector<double> coord;
-  std::vector<int64_t> types;
-  std::vector<double> spins;
+  std::vector<double> coord, spins;
+  std::vector<int> types;
   for (int tries = 0; static_cast<int>(types.size()) < natoms && tries < 100000; ++tries) {
     std::array<double, 3> p = {unit(rng) * box[0], unit(rng) * box[1], unit(rng) * box[2]};
     bool ok = true;
@@ -233,38 +226,44 @@ int Verify(const Archive& archive) {
     }
     if (!ok) continue;
     coord.insert(coord.end(), p.begin(), p.end());
-    types.push_back(static_cast<int64_t>(types.size() % m.type_map.size()));
+    types.push_back(static_cast<int>(types.size() % m.type_map.size()));
     for (int d = 0; d < 3; ++d) spins.push_back(unit(rng) - 0.5);
   }
-  absl::StatusOr<deepmd::runtime::PeriodicImages> images =
-      deepmd::runtime::MakePeriodicImages(coord, box, {true, true, true}, m.rcut);
-  if (!images.ok()) return Fail(images.status());
-  auto ref = Evaluate(*regular, Graph::kRegular, m, *images, types, spins);
-  if (!ref.ok()) return Fail(ref.status());
-  for (const char* key : {"energy", "force", "virial"}) {
-    if (!ref->contains(key) || !ref->at(key).toTensor().isfinite().all().item<bool>()) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat("the regular graph's '", key, "' is missing or not finite")));
-    }
-  }
-  std::printf("regular graph: %zu atoms, %zu with images, energy %.10g eV\n", types.size(), images->owner.size(),
-              ref->at("energy").toTensor().item<double>());
+  deepmd::runtime::PeriodicInput input;
+  input.coord = coord;
+  input.atype = types;
+  input.cell = {box[0], 0, 0, 0, box[1], 0, 0, 0, box[2]};
+  if (m.is_spin) input.spin = spins;
+  absl::StatusOr<deepmd::runtime::ComputeOutput> ref = Evaluate(**regular, input);
+  if (!ref.ok()) return Fail(ref.status());  // the runtime refuses non-finite results itself
+  std::printf("regular graph: %zu atoms in a %.3g x %.3g x %.3g A cell, energy %.10g eV\n", types.size(), box[0],
+              box[1], box[2], ref->energy);
   if (m.has_comm_artifact) {
-    auto out = Evaluate(*with_comm, Graph::kWithComm, m, *images, types, spins);
+    deepmd::runtime::DeepPotOptions check;
+    check.with_comm_on_one_rank = true;
+    absl::StatusOr<std::unique_ptr<deepmd::runtime::DeepPot>> with_comm =
+        deepmd::runtime::DeepPot::Load(archive.name(), check);
+    if (!with_comm.ok()) return Fail(with_comm.status());
+    absl::StatusOr<deepmd::runtime::ComputeOutput> out = Evaluate(**with_comm, input);
     if (!out.ok()) return Fail(out.status());
-    const double tolerance = m.precision == "float64" ? 1e-10 : 1e-5;
-    double worst = 0;
-    for (const char* key : {"energy", "force", "virial", "atom_virial", "force_mag"}) {
-      if (!ref->contains(key)) continue;
-      const torch::Tensor a = ref->at(key).toTensor(), b = out->at(key).toTensor();
-      worst = std::max(worst, (a - b).abs().max().item<double>() / std::max(1.0, a.abs().max().item<double>()));
+    if (std::string((*with_comm)->last_graph()) != "with-comm") {
+      return Fail(absl::InternalError("the runtime did not run the with-comm graph in its check mode"));
     }
-    std::printf("with-comm graph on a multi-hop self-exchange plan: largest relative difference %.3e (tolerance %.0e)\n",
-                worst, tolerance);
+    const std::array<double, 9>& v = ref->virial;
+    const double tolerance = m.precision == "float64" ? 1e-10 : 1e-5;
+    const double worst = std::max(
+        {RelativeDifference({ref->energy}, {out->energy}), RelativeDifference(ref->force, out->force),
+         RelativeDifference({v.begin(), v.end()}, {out->virial.begin(), out->virial.end()}),
+         RelativeDifference(ref->atom_energy, out->atom_energy), RelativeDifference(ref->atom_virial, out->atom_virial),
+         RelativeDifference(ref->force_mag, out->force_mag)});
+    std::printf(
+        "with-comm graph on a multi-hop self-exchange plan: largest relative difference %.3e (tolerance %.0e)\n", worst,
+        tolerance);
     if (!(worst <= tolerance)) {
       return Fail(absl::InvalidArgumentError("the with-comm graph disagrees with the regular graph"));
     }
   }
-  std::printf("verdict: OK\n");
+  std::printf("verdict: OK%s\n", archive.has_content_hash() ? "" : " (no content hash: re-export to add one)");
   return 0;
 }
 

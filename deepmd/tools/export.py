@@ -32,6 +32,8 @@ from deepmd.models.spin import SpinRegularGraph, SpinWithCommGraph
 FORMAT_VERSION = 1
 REGULAR_ENTRY = "model/forward_lower.pt"
 WITH_COMM_ENTRY = "model/extra/forward_lower_with_comm.pt"
+# The layers' formulation in exported graphs: the fused kernels (deepmd/kernels) unless --reference-layers.
+FUSED_LAYERS = True
 
 
 def script_bytes(graph: torch.nn.Module) -> bytes:
@@ -178,27 +180,47 @@ def export_input(config: dict, seed: int, out_path: str, config_path: str = "", 
 
 
 def export_tree(tree: dict, source: dict, out_path: str) -> dict:
-    from deepmd.dpkit.build import model_from_dict
+    from deepmd.dpkit.build import model_from_dict, set_layer_formulation
     model_node = tree["model"]
     model = model_from_dict(model_node)
+    formulation = set_layer_formulation(model, FUSED_LAYERS)
+    for layer, how in formulation.items():
+        if how.startswith("reference: "):
+            print(f"export: {layer}: no fused kernel for its options, {how}", file=sys.stderr)
     summary = descriptor_summary(energy_model(model).descriptor)
+    graph_names = ["regular"] + (["with_comm"] if energy_model(model).descriptor.exchanged_widths() else [])
+    summary["layer_formulation"] = {name: formulation for name in graph_names}
     backbone = model_node.get("backbone_model", model_node)  # spin models wrap a standard one
     summary["type"] = backbone.get("descriptor", {}).get("type", summary["type"])  # deepmd-kit's name
     extra = {"source": source, "descriptor": summary}
     config = tree.get("model_def_script") or {}
-    return export_model(lambda: model_from_dict(model_node), config, out_path, extra)
+
+    def make_model():
+        built = model_from_dict(model_node)
+        set_layer_formulation(built, FUSED_LAYERS)
+        return built
+
+    return export_model(make_model, config, out_path, extra)
+
+
+def content_hashes(entries) -> dict:
+    """content_sha256 of metadata.json: the SHA-256 of every entry but metadata.json itself, which the
+    runtime checks at load (a swapped, replaced or damaged graph is refused, naming the entry)."""
+    return {name: hashlib.sha256(data).hexdigest() for name, data in entries}
 
 
 def write_archive(out_path: str, meta: dict, regular: bytes, with_comm: Optional[bytes]) -> None:
-    """Writes the archive beside its target and renames it into place (never a half-written file)."""
+    """Writes the archive beside its target and renames it into place (never a half-written file).
+    The content hashes are computed here, from the bytes written, replacing any `meta` carried."""
     out_path = os.path.abspath(out_path)
+    graphs = [(REGULAR_ENTRY, regular)] + ([(WITH_COMM_ENTRY, with_comm)] if with_comm is not None else [])
+    meta = {**meta, "content_sha256": content_hashes(graphs)}
     staging = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(out_path))
     try:
         # Same basename in the staging folder: the archive's top folder is named after the file.
         staged = os.path.join(staging, os.path.basename(out_path))
         writer = torch._C.PyTorchFileWriter(staged)
-        for name, data in [("metadata.json", json.dumps(meta, indent=2).encode()), (REGULAR_ENTRY, regular)] + (
-                [(WITH_COMM_ENTRY, with_comm)] if with_comm is not None else []):
+        for name, data in [("metadata.json", json.dumps(meta, indent=2).encode())] + graphs:
             writer.write_record(name, data, len(data))
         writer.write_end_of_file()
         del writer
@@ -216,7 +238,11 @@ def main(argv=None) -> int:
     parser.add_argument("--save-dp", default="", help="with --config: also write the model as a deepmd-kit .dp")
     parser.add_argument("--out", required=True, help="archive to write (.pt2)")
     parser.add_argument("--ops-library", required=True, help="libdeepmd_comm_ops.so")
+    parser.add_argument("--reference-layers", action="store_true", help="keep deepmd-kit's reference formulation "
+                        "of the layers instead of the fused kernels (deepmd/kernels)")
     args = parser.parse_args(argv)
+    global FUSED_LAYERS
+    FUSED_LAYERS = not args.reference_layers
     if (args.model is None) == (args.config is None):
         parser.error("give either a deepmd-kit model file or --config INPUT.json")
     torch.ops.load_library(args.ops_library)

@@ -58,7 +58,8 @@ absl::StatusOr<Frame> ReadExtXyz(std::istream& in) {
     std::vector<std::string> parts = absl::StrSplit(it->second, ' ', absl::SkipEmpty());
     if (parts.size() != 9) return LineError(2, "Lattice needs 9 numbers");
     for (int k = 0; k < 9; ++k) {
-      if (!absl::SimpleAtod(parts[k], &frame.lattice[k])) return LineError(2, absl::StrCat("bad Lattice number '", parts[k], "'"));
+      if (!absl::SimpleAtod(parts[k], &frame.lattice[k]))
+        return LineError(2, absl::StrCat("bad Lattice number '", parts[k], "'"));
     }
     frame.has_lattice = true;
     frame.pbc = {true, true, true};
@@ -89,16 +90,22 @@ absl::StatusOr<Frame> ReadExtXyz(std::istream& in) {
     ncols = col;
     if (species_col < 0 || pos_col < 0) return LineError(2, "Properties needs species and pos");
   }
+  const std::string fix_count = absl::StrCat("line 1 announces ", natoms, " atoms: give that many atom lines, or ",
+                                             "correct the count on line 1");
   for (int i = 0; i < natoms; ++i) {
-    if (!std::getline(in, line)) return LineError(3 + i, absl::StrCat("file ends after ", i, " of ", natoms, " atoms"));
+    if (!std::getline(in, line)) {
+      return LineError(3 + i, absl::StrCat("the file ends after ", i, " atom lines; ", fix_count));
+    }
     std::vector<std::string> cols = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     if (static_cast<int>(cols.size()) < ncols) {
-      return LineError(3 + i, absl::StrCat("expected ", ncols, " columns, got ", cols.size()));
+      return LineError(3 + i, absl::StrCat("expected ", ncols, " columns (atom ", i + 1, "), got ", cols.size(),
+                                           "; if the frame has only ", i, " atoms, ", fix_count));
     }
     frame.species.push_back(cols[species_col]);
     for (int d = 0; d < 3; ++d) {
       double x;
-      if (!absl::SimpleAtod(cols[pos_col + d], &x)) return LineError(3 + i, absl::StrCat("bad coordinate '", cols[pos_col + d], "'"));
+      if (!absl::SimpleAtod(cols[pos_col + d], &x))
+        return LineError(3 + i, absl::StrCat("bad coordinate '", cols[pos_col + d], "'"));
       frame.coord.push_back(x);
     }
     for (int d = 0; spin_col >= 0 && d < 3; ++d) {
@@ -106,6 +113,14 @@ absl::StatusOr<Frame> ReadExtXyz(std::istream& in) {
       if (!absl::SimpleAtod(cols[spin_col + d], &s)) return LineError(3 + i, "bad spin value");
       frame.spin.push_back(s);
     }
+  }
+  // Anything after the frame is a second frame or atom lines beyond the count: never silently dropped.
+  for (int number = 3 + natoms; std::getline(in, line); ++number) {
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    return LineError(number, absl::StrCat("there is more after the ", natoms,
+                                          " atoms of the first frame (a second frame, or more atom lines than line 1 "
+                                          "announces); this reads one frame per file: split the file into one file "
+                                          "per frame, or correct the count on line 1"));
   }
   return frame;
 }

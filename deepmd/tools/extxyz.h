@@ -1,4 +1,4 @@
-// Reads one frame of an extended XYZ file: species, positions, optional per-atom spins, lattice, pbc.
+// Reads the one frame of an extended XYZ file: species, positions, optional per-atom spins, lattice, pbc.
 #ifndef DEEPMD_TOOLS_EXTXYZ_H_
 #define DEEPMD_TOOLS_EXTXYZ_H_
 
@@ -20,7 +20,8 @@ struct Frame {
   std::array<bool, 3> pbc = {false, false, false};
 };
 
-// Errors name the line and what is wrong.
+// Errors name the line, what is wrong and the fix: fewer atom lines than line 1 announces, and anything
+// after the frame (a second frame: one frame per file) are errors, never a truncated or dropped frame.
 absl::StatusOr<Frame> ReadExtXyz(std::istream& in);
 
 }  // namespace deepmd::tools

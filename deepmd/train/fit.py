@@ -453,6 +453,7 @@ def read_input(path: str) -> Dict[str, Any]:
 def settings(args: argparse.Namespace, config: Dict[str, Any]) -> Dict[str, Any]:
     """Flags first, then the input's learning_rate / loss sections, then deepmd-kit's usual values."""
     lr, loss = config.get("learning_rate", {}) or {}, config.get("loss", {}) or {}
+    training = config.get("training", {}) or {}
     if lr.get("type", "exp") != "exp":
         raise UnsupportedModel(f"learning_rate.type {lr.get('type')!r}: fit.py has deepmd-kit's 'exp' schedule only")
     if loss.get("type", "ener") != "ener":
@@ -470,6 +471,8 @@ def settings(args: argparse.Namespace, config: Dict[str, Any]) -> Dict[str, Any]
         "limit_pref_e": float(pick("limit_pref_e", loss, "limit_pref_e", 1.0)),
         "start_pref_f": float(pick("start_pref_f", loss, "start_pref_f", 1000.0)),
         "limit_pref_f": float(pick("limit_pref_f", loss, "limit_pref_f", 1.0)),
+        # deepmd-kit's training.gradient_max_norm: the gradient's 2-norm clipped to it (0: no clipping)
+        "gradient_max_norm": float(pick("gradient_max_norm", training, "gradient_max_norm", 0.0)),
     }
 
 
@@ -523,10 +526,27 @@ def fit(args: argparse.Namespace, log: Callable[[str], None] = print) -> Dict[st
         vf = f"{valid_m['force_rmse']:9.4f}" if valid_m else f"{'-':>9}"
         log(f"{epoch:5d} {lr:9.3e} {te} {tf} {ve} {vf} {seconds:8.1f}")
 
-    start = time.time()
-    row(0, schedule(0), None, metrics(trainer, valid) if valid else None, time.time() - start)
-    step = 0
-    for epoch in range(1, args.epochs + 1):
+    # What a checkpoint must agree with to be continued: the same fit, so the schedule and data order hold.
+    signature = json.dumps({"section": section, "settings": s, "seed": args.seed, "epochs": args.epochs,
+                            "train": [f.name for f in train], "valid": [f.name for f in valid]}, sort_keys=True)
+    checkpoint = os.path.splitext(args.out)[0] + ".ckpt"
+    first_epoch, step = 1, 0
+    if args.resume and os.path.exists(checkpoint):
+        state = torch.load(checkpoint)
+        if state["signature"] != signature:
+            raise ValueError(f"{checkpoint} belongs to a different fit (input, flags, data or --epochs differ); "
+                             "remove it or rerun with the flags that made it")
+        with torch.no_grad():
+            for p, saved in zip(trainer.params, state["params"]):
+                p.copy_(saved)
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        history, first_epoch, step = state["history"], state["epoch"] + 1, state["step"]
+        log(f"resumed from {checkpoint} after epoch {state['epoch']} (step {step})")
+    else:
+        start = time.time()
+        row(0, schedule(0), None, metrics(trainer, valid) if valid else None, time.time() - start)
+    for epoch in range(first_epoch, args.epochs + 1):
         start = time.time()
         se, sf, nf = 0.0, 0.0, 0
         for index in rng.permutation(len(train)):
@@ -542,6 +562,8 @@ def fit(args: argparse.Namespace, log: Callable[[str], None] = print) -> Dict[st
             loss = pref_e * de * de + pref_f * df2
             optimizer.zero_grad()
             loss.backward()
+            if s["gradient_max_norm"] > 0:
+                torch.nn.utils.clip_grad_norm_(trainer.params, s["gradient_max_norm"])
             optimizer.step()
             se += float(de) ** 2
             sf += float(df2) * frame.natoms * 3
@@ -555,12 +577,13 @@ def fit(args: argparse.Namespace, log: Callable[[str], None] = print) -> Dict[st
         if valid_m:
             valid_m["seconds_per_frame"] = (time.time() - valid_start) / len(valid)
         row(epoch, schedule(step - 1), train_m, valid_m, time.time() - start)
+        save(trainer, section, args.out)  # after every epoch: a long fit that is stopped keeps its last epoch
+        torch.save({"signature": signature, "params": [p.detach().clone() for p in trainer.params],
+                    "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state, "history": history,
+                    "epoch": epoch, "step": step}, checkpoint + ".partial")
+        os.replace(checkpoint + ".partial", checkpoint)  # --resume continues from here
 
-    tree = trainer.tree()
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)
-    write_dp({"software": "deepmd-gnn-mpi", "version": "deepmd/train/fit.py", "backend": "dpmodel",
-              "model": tree, "model_def_script": section}, args.out)
+    save(trainer, section, args.out)
     check = round_trip(trainer, args.out, valid[0] if valid else train[0])
     history["round_trip"] = check
     log(f"wrote {args.out}; reloaded through deepmd.dpkit.build.load_model: |dE| {check['energy']:.1e} eV, "
@@ -577,6 +600,16 @@ def fit(args: argparse.Namespace, log: Callable[[str], None] = print) -> Dict[st
     log(f"log {log_path}" + ("" if plot_path == "none" else f", learning curve {plot_path}"))
     history.update({"trainer": trainer, "train_frames_list": train, "valid_frames_list": valid})
     return history
+
+
+def save(trainer: TrainableModel, section: Dict[str, Any], path: str) -> None:
+    """Writes the trainer's current weights as a deepmd-kit .dp file (atomically: a stopped fit never leaves
+    half a file)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = path + ".partial"
+    write_dp({"software": "deepmd-gnn-mpi", "version": "deepmd/train/fit.py", "backend": "dpmodel",
+              "model": trainer.tree(), "model_def_script": section}, partial)
+    os.replace(partial, path)
 
 
 def round_trip(trainer: TrainableModel, path: str, frame: Frame) -> Dict[str, Any]:
@@ -634,6 +667,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-pref-e", type=float, help="default: loss.limit_pref_e of the input, else 1")
     p.add_argument("--start-pref-f", type=float, help="default: loss.start_pref_f of the input, else 1000")
     p.add_argument("--limit-pref-f", type=float, help="default: loss.limit_pref_f of the input, else 1")
+    p.add_argument("--gradient-max-norm", type=float,
+                   help="clip the gradient's 2-norm (default: training.gradient_max_norm of the input, else none)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT's .ckpt (written after every epoch) when it exists; same flags required")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     p.add_argument("--out", default="model.dp", help="the trained model (deepmd-kit .dp)")
     p.add_argument("--log", default="", help="JSON log (default: OUT with .fit.json)")

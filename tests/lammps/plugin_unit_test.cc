@@ -123,6 +123,25 @@ TEST(PairOptionsTest, ErrorsNameTheProblem) {
   EXPECT_NE(error({"m.pt2", "fparam", "nan"}).find("expects a number"), std::string::npos);
 }
 
+TEST(PairOptionsTest, DeviationKeywordsNeedSeveralModels) {
+  auto error = [](std::vector<std::string> args) {
+    absl::StatusOr<PairStyleOptions> o = ParsePairStyle(args);
+    return o.ok() ? std::string("ok") : std::string(o.status().message());
+  };
+  for (std::vector<std::string> args :
+       std::vector<std::vector<std::string>>{{"m.pt2", "atomic"},
+                                             {"m.pt2", "out_file", "d.out"},
+                                             {"m.pt2", "relative", "1"},
+                                             {"m.pt2", "out_freq", "5", "relative_v", "1"}}) {
+    const std::string message = error(args);
+    EXPECT_NE(message.find("applies to the model deviation, which needs two or more models"), std::string::npos)
+        << message;
+    EXPECT_NE(message.find("or remove"), std::string::npos) << message;
+  }
+  EXPECT_EQ(error({"m.pt2", "out_freq", "5"}), "ok");  // harmless alone (deepmd-kit inputs carry it)
+  EXPECT_EQ(error({"a.pt2", "b.pt2", "atomic", "out_file", "d.out"}), "ok");
+}
+
 TEST(PairOptionsTest, TypeMapping) {
   const std::vector<std::string> type_map = {"O", "H"};
   absl::StatusOr<std::vector<int>> types = MapTypes({"H", "NULL", "O"}, type_map, 3);

@@ -170,8 +170,8 @@ int main(int argc, char** argv) {
         const double tol = meta.precision == "float64" ? 1e-10 : 1e-5;
         Check(std::abs(all.energy - ref.energy) <= tol * std::max(1.0, std::abs(ref.energy)),
               absl::StrCat(name, ": energy ", all.energy, " vs ", ref.energy), dd.rank);
-        Check(MaxDiff(all.force, ref.force) <= tol, absl::StrCat(name, ": forces differ by ", MaxDiff(all.force, ref.force)),
-              dd.rank);
+        Check(MaxDiff(all.force, ref.force) <= tol,
+              absl::StrCat(name, ": forces differ by ", MaxDiff(all.force, ref.force)), dd.rank);
         Check(MaxDiff({all.virial.begin(), all.virial.end()}, {ref.virial.begin(), ref.virial.end()}) <=
                   tol * std::max(1.0, std::abs(ref.virial[0])),
               name + ": virial", dd.rank);
@@ -201,9 +201,15 @@ int main(int argc, char** argv) {
         if (meta.is_spin) in.spin = row_spin;
         deepmd::runtime::ComputeOutput out;
         const absl::Status status = pot.Compute(in, out);
-        const std::string expected = dd.rank == dd.size - 1 ? "non-finite coordinate" : "could not evaluate its atoms";
-        Check(!status.ok() && std::string(status.message()).find(expected) != std::string::npos,
-              absl::StrCat(archive, ": a NaN on one rank stops every rank; got '", status.message(), "'"), dd.rank);
+        // Every rank stops with the failing rank's own message (rank_agreement.h).
+        const std::string expected = absl::StrCat("rank ", dd.size - 1, ": ");
+        const std::string message(status.message());
+        Check(!status.ok() && message.find(expected) == 0 &&
+                  message.find("non-finite coordinate") != std::string::npos &&
+                  deepmd::runtime::IsPeerFailure(status) == (dd.rank != dd.size - 1) &&
+                  deepmd::runtime::FailedRank(status) == dd.size - 1,
+              absl::StrCat(archive, ": a NaN on one rank stops every rank with its message; got '", message, "'"),
+              dd.rank);
       }
       int local = ghosts.nlocal, min_local = 0;
       MPI_Allreduce(&local, &min_local, 1, MPI_INT, MPI_MIN, comm);
@@ -216,7 +222,8 @@ int main(int argc, char** argv) {
   }
   int local[2] = {checks - failures, failures}, total[2];
   MPI_Allreduce(local, total, 2, MPI_INT, MPI_SUM, comm);
-  if (dd.rank == 0) std::printf("grid %s: %d passed, %d failed\n", absl::GetFlag(FLAGS_grid).c_str(), total[0], total[1]);
+  if (dd.rank == 0)
+    std::printf("grid %s: %d passed, %d failed\n", absl::GetFlag(FLAGS_grid).c_str(), total[0], total[1]);
   MPI_Comm_free(&comm);
   MPI_Finalize();
   return total[1] == 0 ? 0 : 1;

@@ -1,7 +1,7 @@
 // Physically meaningless input and output are errors that say what is wrong, never a silent NaN, a
 // silent wrap or a huge allocation: overlapping atoms (named in the caller's numbering, with their
 // distance), non-finite model outputs, degenerate cells, atoms absurdly far outside a periodic cell, and
-// a bad DEEPMD_NUM_THREADS.
+// a bad DEEPMD_NUM_THREADS; OpenBLAS's threads follow LibTorch's.
 //
 //   reliability_test SE_E2_A_SMALL.pt2 FPARAM_APARAM.pt2   (registry archives: types O H / O)
 #include <array>
@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "deepmd/runtime/deep_pot.h"
 #include "deepmd/runtime/periodic_images.h"
+#include "deepmd/runtime/process_policy.h"
 #include "deepmd/runtime/standalone.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -156,6 +157,20 @@ TEST(Threads, AboveTheHardwareIsCappedWithAWarning) {
   int two = 0;
   ASSERT_TRUE(FirstCallWithThreads("1", &two).ok());
   EXPECT_EQ(two, 1);
+}
+
+// OpenBLAS's own pool follows LibTorch's thread count (one buffer per thread: a pool sized for the whole
+// machine on every rank retried forever when memory ran out).
+TEST(Threads, OpenBlasRunsWithAsManyThreadsAsLibTorch) {
+  if (BlasThreads() == 0) GTEST_SKIP() << "LibTorch does not use OpenBLAS here";
+  int threads = 0;
+  ASSERT_TRUE(FirstCallWithThreads("1", &threads).ok());
+  EXPECT_EQ(BlasThreads(), 1);
+  const absl::StatusOr<ProcessPolicy> several = PolicyFromEnvironment(/*multi_rank=*/true);
+  ASSERT_TRUE(several.ok()) << several.status();
+  EXPECT_EQ(several->threads, 1);
+  EXPECT_EQ(several->blas_threads, 1);
+  EXPECT_THAT(DescribeProcessPolicy(), HasSubstr("1 OpenBLAS thread(s)"));
 }
 
 // Cells: one atom, cutoff 1 A unless said otherwise.

@@ -39,6 +39,40 @@ class DpEvalTest(unittest.TestCase):
         code, out, err = run(DP_EVAL, ARCHIVE, xyz(self.dir, [(1, 1, 1), (2, 1, 1), (1, 2, 1)]))
         self.assertEqual(code, 0, err)
 
+    def test_fewer_atom_lines_than_announced(self):
+        path = xyz(self.dir, [(1, 1, 1), (2, 1, 1), (1, 2, 1)])
+        with open(path) as f:
+            lines = f.read().splitlines()
+        with open(path, "w") as f:
+            f.write("\n".join(["4"] + lines[1:]) + "\n")
+        code, out, err = run(DP_EVAL, ARCHIVE, path)
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("the file ends after 3 atom lines; line 1 announces 4 atoms", err)
+
+    def test_a_second_frame_is_refused(self):
+        path = xyz(self.dir, [(1, 1, 1), (2, 1, 1), (1, 2, 1)])
+        with open(path) as f:
+            frame = f.read()
+        with open(path, "w") as f:
+            f.write(frame + frame)
+        code, out, err = run(DP_EVAL, ARCHIVE, path)
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("line 6: there is more after the 3 atoms of the first frame", err)
+        self.assertIn("one file per frame", err)
+
+    def test_neighbours_beyond_sel_are_a_warning_with_their_count(self):
+        # 125 H on a 1 A grid, no cell: most have more than the 92 H neighbours se_e2_a_small keeps within 6 A.
+        grid = [(1.0 + x, 1.0 + y, 1.0 + z) for x in range(5) for y in range(5) for z in range(5)]
+        path = os.path.join(self.dir, "dense.xyz")
+        with open(path, "w") as f:
+            f.write(f"{len(grid)}\nProperties=species:S:1:pos:R:3 pbc=\"F F F\"\n")
+            f.writelines(f"H {x} {y} {z}\n" for x, y, z in grid)
+        code, out, err = run(DP_EVAL, ARCHIVE, path)
+        self.assertEqual(code, 0, out + err)
+        self.assertRegex(err, r"keeps at most \[46 92\] neighbours of each type per atom within rcut 6 A \(sel\), "
+                              r"but \d+ atom\(s\) have more \(up to 124\)")
+        self.assertEqual(err.count("(sel)"), 1, err)
+
     def test_close_atoms(self):
         # Atoms 1 and 2 0.01 A apart; also atoms 0 and 2 through a periodic image, and on top of each other.
         for positions, pair, distance in [([(1, 1, 1), (2, 1, 1), (2.01, 1, 1)], "atom 1 and atom 2", "0.01 A"),

@@ -27,19 +27,25 @@ def run(*args):
 
 
 def rewrite(src, dst, change):
-    """Copies an archive entry by entry through change(name, bytes) -> bytes or None (drop)."""
+    """Copies an archive entry by entry through change(name, bytes) -> bytes or None (drop), with the
+    content hashes of the changed entries updated (as the exporter would write them), so that the check
+    a case aims at is the one that fires."""
     with zipfile.ZipFile(src) as z:
         names = z.namelist()
         top = names[0].split("/")[0]
         entries = [(n[len(top) + 1:], z.read(n)) for n in names]
+    changed = [(name, change(name, data)) for name, data in entries if name != "version"]  # the writer adds it
+    changed = [(name, data) for name, data in changed if data is not None]
+    hashes = exporter.content_hashes([(n, d) for n, d in changed if n != "metadata.json"])
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     writer = torch._C.PyTorchFileWriter(dst)
-    for name, data in entries:
-        if name == "version":
-            continue  # the writer adds it
-        data = change(name, data)
-        if data is not None:
-            writer.write_record(name, data, len(data))
+    for name, data in changed:
+        if name == "metadata.json":
+            meta = json.loads(data)
+            if isinstance(meta, dict) and "content_sha256" in meta:
+                meta["content_sha256"] = {n: hashes[n] for n in meta["content_sha256"] if n in hashes}
+                data = json.dumps(meta).encode()
+        writer.write_record(name, data, len(data))
     writer.write_end_of_file()
 
 

@@ -1,0 +1,102 @@
+// The activations a repflow layer applies inside the fused kernels, with their derivatives, over
+// contiguous buffers. The float loops are branch-free so GCC vectorises them (exp is a Cephes-style
+// polynomial with round-to-nearest range reduction, ~1 ulp); double uses libm, as the reference does.
+#ifndef DEEPMD_KERNELS_ACTIVATION_H_
+#define DEEPMD_KERNELS_ACTIVATION_H_
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace deepmd::kernels {
+
+// deepmd/dpkit/network.py's Activation kinds that the kernels evaluate.
+enum class ActKind : int64_t { kNone = 0, kTanh = 1, kSilu = 7, kSilut = 8 };
+
+// silut:T is silu below T and tanh(slope (x - T)) + shift above it.
+struct Act {
+  ActKind kind = ActKind::kNone;
+  double threshold = 0, slope = 0, shift = 0;
+};
+
+// True for the kinds the kernels implement.
+inline bool IsSupported(int64_t kind) {
+  return kind == 0 || kind == 1 || kind == 7 || kind == 8;
+}
+
+__attribute__((always_inline)) inline float Exp(float x) {
+  x = x > 88.0f ? 88.0f : x;      // e^88 < FLT_MAX, 2^127 is the largest scale built below
+  x = x < -87.0f ? -87.0f : x;    // keeps the scale 2^n normal
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float t = x * 1.44269504088896341f + magic;
+  const float n = t - magic;
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+__attribute__((always_inline)) inline double Exp(double x) { return std::exp(x); }
+
+__attribute__((always_inline)) inline float Tanh(float x) {
+  const float e = Exp(2.0f * x);
+  return 1.0f - 2.0f / (e + 1.0f);
+}
+
+__attribute__((always_inline)) inline double Tanh(double x) { return std::tanh(x); }
+
+// y[i] <- f(y[i]); with D, d[i] <- f'(y[i]) as well (D is a compile-time switch so each loop stays
+// one straight-line body).
+template <bool D, typename T>
+__attribute__((always_inline)) inline void Apply(const Act& act, T* __restrict y, T* __restrict d, int64_t n) {
+  switch (act.kind) {
+    case ActKind::kNone:
+      if (D) {
+        for (int64_t i = 0; i < n; ++i) d[i] = T(1);
+      }
+      return;
+    case ActKind::kTanh:
+      for (int64_t i = 0; i < n; ++i) {
+        const T t = Tanh(y[i]);
+        y[i] = t;
+        if (D) d[i] = T(1) - t * t;
+      }
+      return;
+    case ActKind::kSilu:
+      for (int64_t i = 0; i < n; ++i) {
+        const T x = y[i];
+        const T s = T(1) / (T(1) + Exp(-x));
+        y[i] = x * s;
+        if (D) d[i] = s * (T(1) + x * (T(1) - s));
+      }
+      return;
+    case ActKind::kSilut: {
+      const T thr = static_cast<T>(act.threshold), slope = static_cast<T>(act.slope);
+      const T shift = static_cast<T>(act.shift);
+      for (int64_t i = 0; i < n; ++i) {
+        // One exp serves both branches: e^-x below the threshold, e^(2 slope (x - T)) above it.
+        const T x = y[i];
+        const bool low = x < thr;
+        const T e = Exp(low ? -x : T(2) * slope * (x - thr));
+        const T s = T(1) / (T(1) + e);
+        const T th = T(1) - T(2) * s;  // tanh(slope (x - T)) = 1 - 2 / (e + 1)
+        y[i] = low ? x * s : th + shift;
+        if (D) d[i] = low ? s * (T(1) + x * (T(1) - s)) : slope * (T(1) - th * th);
+      }
+      return;
+    }
+  }
+}
+
+}  // namespace deepmd::kernels
+
+#endif  // DEEPMD_KERNELS_ACTIVATION_H_

@@ -1,0 +1,231 @@
+// Per-centre loops of the fused angle path (repflow_angle.h). The real slots of a centre are gathered
+// into compact scratch rows, so every inner loop runs over contiguous channels (GCC vectorises them;
+// target_clones adds AVX2 and AVX-512 versions chosen at load time).
+#include "deepmd/kernels/repflow_angle.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace deepmd::kernels {
+namespace {
+
+template <typename T>
+struct Scratch {
+  std::vector<int64_t> idx;  // real slots
+  std::vector<T> sw, qe, qa, x, y, dy, z, dz, gy, gz, gqe, gqa, gsw, wet, wat;
+  void Reserve(int64_t nang, int64_t a, int64_t e) {
+    const size_t n = static_cast<size_t>(nang);
+    idx.resize(n);
+    for (std::vector<T>* v : {&sw, &gsw}) v->resize(n);
+    for (std::vector<T>* v : {&qe, &y, &dy, &gy, &gqe}) v->resize(n * e);
+    for (std::vector<T>* v : {&qa, &x, &z, &dz, &gz, &gqa}) v->resize(n * a);
+    wet.resize(a * e);
+    wat.resize(a * a);
+  }
+};
+
+template <typename T>
+Scratch<T>& ThreadScratch() {
+  thread_local Scratch<T> s;
+  return s;
+}
+
+// y[k, :] = p + q[k, :] + x[k, :] W for k < n (x [n, a], W [a, w], y and q [n, w]).
+template <typename T>
+__attribute__((always_inline)) inline void Affine(const T* __restrict x, const T* __restrict w,
+                                                  const T* __restrict p, const T* __restrict q, T* __restrict y,
+                                                  int64_t n, int64_t a, int64_t width) {
+  for (int64_t k = 0; k < n; ++k) {
+    T* __restrict yk = y + k * width;
+    const T* __restrict qk = q + k * width;
+    for (int64_t o = 0; o < width; ++o) yk[o] = p[o] + qk[o];
+    for (int64_t c = 0; c < a; ++c) {
+      const T xc = x[k * a + c];
+      const T* __restrict wc = w + c * width;
+      for (int64_t o = 0; o < width; ++o) yk[o] += xc * wc[o];
+    }
+  }
+}
+
+// Compacts a centre's real slots: their indices, switches and q rows. Returns their count.
+template <typename T>
+__attribute__((always_inline)) inline int64_t Gather(const AngleInputs<T>& in, int64_t b, Scratch<T>& s) {
+  const int64_t A = in.nang, a = in.a, e = in.e;
+  const T* sw = in.sw + b * A;
+  int64_t n = 0;
+  for (int64_t j = 0; j < A; ++j) {
+    if (sw[j] == T(0)) continue;
+    s.idx[n] = j;
+    s.sw[n] = sw[j];
+    std::memcpy(&s.qe[n * e], in.qe + (b * A + j) * e, sizeof(T) * e);
+    std::memcpy(&s.qa[n * a], in.qa + (b * A + j) * a, sizeof(T) * a);
+    ++n;
+  }
+  return n;
+}
+
+// Row j's angles at the real slots k, [n, a] (a pointer into the input when the real slots are 0..n-1).
+template <typename T>
+__attribute__((always_inline)) inline const T* AngleRow(const T* row, const Scratch<T>& s, T* buffer, int64_t n,
+                                                        int64_t a) {
+  if (n == 0 || s.idx[n - 1] == n - 1) return row;
+  for (int64_t kk = 0; kk < n; ++kk) std::memcpy(buffer + kk * a, row + s.idx[kk] * a, sizeof(T) * a);
+  return buffer;
+}
+
+template <typename T>
+__attribute__((always_inline)) inline void ForwardRange(const AngleInputs<T>& in, const AngleOutputs<T>& out,
+                                                        int64_t b0, int64_t b1) {
+  const int64_t A = in.nang, a = in.a, e = in.e;
+  Scratch<T>& s = ThreadScratch<T>();
+  s.Reserve(A, a, e);
+  for (int64_t b = b0; b < b1; ++b) {
+    const T* ang = in.angle + b * A * A * a;
+    T* ang_out = out.angle_new + b * A * A * a;
+    T* red = out.reduced + b * A * e;
+    std::memcpy(ang_out, ang, sizeof(T) * A * A * a);  // padded pairs keep their input
+    std::fill(red, red + A * e, T(0));
+    const int64_t n = Gather(in, b, s);
+    for (int64_t jj = 0; jj < n; ++jj) {
+      const int64_t j = s.idx[jj];
+      const T* x = AngleRow(ang + j * A * a, s, s.x.data(), n, a);
+      // edge message: reduced_j = sw_j / scale * sum_k sw_k act(...)
+      Affine(x, in.we, in.pe + (b * A + j) * e, s.qe.data(), s.y.data(), n, a, e);
+      Apply<false>(in.act, s.y.data(), static_cast<T*>(nullptr), n * e);
+      T* __restrict rj = red + j * e;
+      for (int64_t kk = 0; kk < n; ++kk) {
+        const T skk = s.sw[kk];
+        const T* __restrict yk = s.y.data() + kk * e;
+        for (int64_t o = 0; o < e; ++o) rj[o] += skk * yk[o];
+      }
+      const T c = s.sw[jj] * in.inv_scale;
+      for (int64_t o = 0; o < e; ++o) rj[o] *= c;
+      // angle self update
+      Affine(x, in.wa, in.pa + (b * A + j) * a, s.qa.data(), s.z.data(), n, a, a);
+      Apply<false>(in.act, s.z.data(), static_cast<T*>(nullptr), n * a);
+      for (int64_t kk = 0; kk < n; ++kk) {
+        T* __restrict dst = ang_out + (j * A + s.idx[kk]) * a;
+        const T* __restrict xk = x + kk * a;
+        const T* __restrict zk = s.z.data() + kk * a;
+        for (int64_t o = 0; o < a; ++o) dst[o] = in.alpha * xk[o] + in.res[o] * zk[o];
+      }
+    }
+  }
+}
+
+template <typename T>
+__attribute__((always_inline)) inline void BackwardRange(const AngleInputs<T>& in, const AngleGradients<T>& g,
+                                                         int64_t b0, int64_t b1) {
+  const int64_t A = in.nang, a = in.a, e = in.e;
+  Scratch<T>& s = ThreadScratch<T>();
+  s.Reserve(A, a, e);
+  for (int64_t c = 0; c < a; ++c) {  // transposed weights: the gradient loops run over angle channels
+    for (int64_t o = 0; o < e; ++o) s.wet[o * a + c] = in.we[c * e + o];
+    for (int64_t o = 0; o < a; ++o) s.wat[o * a + c] = in.wa[c * a + o];
+  }
+  for (int64_t b = b0; b < b1; ++b) {
+    const T* ang = in.angle + b * A * A * a;
+    const T* gang = g.g_angle_new + b * A * A * a;
+    T* gx_out = g.angle + b * A * A * a;
+    std::memcpy(gx_out, gang, sizeof(T) * A * A * a);  // padded pairs: angle_new = angle
+    std::fill(g.sw + b * A, g.sw + (b + 1) * A, T(0));
+    std::fill(g.pe + b * A * e, g.pe + (b + 1) * A * e, T(0));
+    std::fill(g.qe + b * A * e, g.qe + (b + 1) * A * e, T(0));
+    std::fill(g.pa + b * A * a, g.pa + (b + 1) * A * a, T(0));
+    std::fill(g.qa + b * A * a, g.qa + (b + 1) * A * a, T(0));
+    const int64_t n = Gather(in, b, s);
+    std::fill(s.gqe.begin(), s.gqe.begin() + n * e, T(0));
+    std::fill(s.gqa.begin(), s.gqa.begin() + n * a, T(0));
+    std::fill(s.gsw.begin(), s.gsw.begin() + n, T(0));
+    for (int64_t jj = 0; jj < n; ++jj) {
+      const int64_t j = s.idx[jj];
+      const T* x = AngleRow(ang + j * A * a, s, s.x.data(), n, a);
+      // edge message: u = act(y), reduced_j = sw_j / scale * sum_k sw_k u_k
+      Affine(x, in.we, in.pe + (b * A + j) * e, s.qe.data(), s.y.data(), n, a, e);
+      Apply<true>(in.act, s.y.data(), s.dy.data(), n * e);
+      const T* __restrict gr = g.g_reduced + (b * A + j) * e;
+      const T sj = s.sw[jj] * in.inv_scale;
+      T* __restrict gpe = g.pe + (b * A + j) * e;
+      T gsw_j = 0;
+      for (int64_t kk = 0; kk < n; ++kk) {
+        const T* __restrict uk = s.y.data() + kk * e;
+        const T* __restrict dk = s.dy.data() + kk * e;
+        T* __restrict gyk = s.gy.data() + kk * e;
+        T* __restrict gqk = s.gqe.data() + kk * e;
+        T t = 0;
+        for (int64_t o = 0; o < e; ++o) t += gr[o] * uk[o];
+        gsw_j += s.sw[kk] * t;
+        s.gsw[kk] += sj * t;
+        const T ck = sj * s.sw[kk];
+        for (int64_t o = 0; o < e; ++o) {
+          gyk[o] = ck * gr[o] * dk[o];
+          gpe[o] += gyk[o];
+          gqk[o] += gyk[o];
+        }
+      }
+      s.gsw[jj] += gsw_j * in.inv_scale;
+      // angle self update: angle_new = alpha angle + res act(z)
+      Affine(x, in.wa, in.pa + (b * A + j) * a, s.qa.data(), s.z.data(), n, a, a);
+      Apply<true>(in.act, s.z.data(), s.dz.data(), n * a);
+      T* __restrict gpa = g.pa + (b * A + j) * a;
+      for (int64_t kk = 0; kk < n; ++kk) {
+        const int64_t k = s.idx[kk];
+        const T* __restrict gk = gang + (j * A + k) * a;
+        const T* __restrict dk = s.dz.data() + kk * a;
+        T* __restrict gzk = s.gz.data() + kk * a;
+        T* __restrict gqk = s.gqa.data() + kk * a;
+        for (int64_t o = 0; o < a; ++o) {
+          gzk[o] = in.res[o] * gk[o] * dk[o];
+          gpa[o] += gzk[o];
+          gqk[o] += gzk[o];
+        }
+        // d/d angle_jk = alpha g + W_e gy + W_a gz
+        T* __restrict gx = gx_out + (j * A + k) * a;
+        for (int64_t c = 0; c < a; ++c) gx[c] = in.alpha * gk[c];
+        const T* __restrict gyk = s.gy.data() + kk * e;
+        for (int64_t o = 0; o < e; ++o) {
+          const T v = gyk[o];
+          const T* __restrict w = s.wet.data() + o * a;
+          for (int64_t c = 0; c < a; ++c) gx[c] += v * w[c];
+        }
+        for (int64_t o = 0; o < a; ++o) {
+          const T v = gzk[o];
+          const T* __restrict w = s.wat.data() + o * a;
+          for (int64_t c = 0; c < a; ++c) gx[c] += v * w[c];
+        }
+      }
+    }
+    for (int64_t kk = 0; kk < n; ++kk) {
+      const int64_t k = s.idx[kk];
+      g.sw[b * A + k] += s.gsw[kk];
+      T* gqe = g.qe + (b * A + k) * e;
+      T* gqa = g.qa + (b * A + k) * a;
+      for (int64_t o = 0; o < e; ++o) gqe[o] += s.gqe[kk * e + o];
+      for (int64_t o = 0; o < a; ++o) gqa[o] += s.gqa[kk * a + o];
+    }
+  }
+}
+
+}  // namespace
+
+#define DEEPMD_KERNELS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+DEEPMD_KERNELS_CLONES void AngleForward(const AngleInputs<float>& in, const AngleOutputs<float>& out, int64_t b0,
+                                        int64_t b1) {
+  ForwardRange(in, out, b0, b1);
+}
+DEEPMD_KERNELS_CLONES void AngleForward(const AngleInputs<double>& in, const AngleOutputs<double>& out, int64_t b0,
+                                        int64_t b1) {
+  ForwardRange(in, out, b0, b1);
+}
+DEEPMD_KERNELS_CLONES void AngleBackward(const AngleInputs<float>& in, const AngleGradients<float>& g, int64_t b0,
+                                         int64_t b1) {
+  BackwardRange(in, g, b0, b1);
+}
+DEEPMD_KERNELS_CLONES void AngleBackward(const AngleInputs<double>& in, const AngleGradients<double>& g, int64_t b0,
+                                         int64_t b1) {
+  BackwardRange(in, g, b0, b1);
+}
+
+}  // namespace deepmd::kernels

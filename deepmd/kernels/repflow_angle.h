@@ -1,0 +1,63 @@
+// The fused angle path of a DPA3 repflow layer (deepmd/dpkit/repflow_layer.py, update_angle, parallel
+// update) on raw row-major buffers, per centre atom. For centre b, angle slots j, k (A of them):
+//   u_jk  = act(angle_jk W_e + pe_j + qe_k)                 [e]  (edge_angle_linear1)
+//   reduced_j = sw_j / scale * sum_k sw_k u_jk              [e]
+//   v_jk  = act(angle_jk W_a + pa_j + qa_k)                 [a]  (angle_self_linear)
+//   angle_new_jk = alpha angle_jk + res * v_jk              [a]  (the layer's update_style)
+// Only real slots (sw != 0) are visited: padded ones contribute exactly zero to `reduced`, as in the
+// padded formula; padded pairs of angle_new keep the input angle (a pair with sw_j sw_k = 0 never
+// reaches the energy: every later use multiplies it by that zero). Nothing of size [A, A, e] is formed.
+#ifndef DEEPMD_KERNELS_REPFLOW_ANGLE_H_
+#define DEEPMD_KERNELS_REPFLOW_ANGLE_H_
+
+#include <cstdint>
+
+#include "deepmd/kernels/activation.h"
+
+namespace deepmd::kernels {
+
+template <typename T>
+struct AngleInputs {
+  int64_t nb = 0, nang = 0, a = 0, e = 0;  // centres, angle slots, angle and edge widths
+  const T* angle = nullptr;                // [nb, nang, nang, a]
+  const T* sw = nullptr;                   // [nb, nang]
+  const T* pe = nullptr;                   // [nb, nang, e]
+  const T* qe = nullptr;                   // [nb, nang, e]
+  const T* we = nullptr;                   // [a, e]
+  const T* pa = nullptr;                   // [nb, nang, a]
+  const T* qa = nullptr;                   // [nb, nang, a]
+  const T* wa = nullptr;                   // [a, a]
+  const T* res = nullptr;                  // [a]
+  T alpha = 1, inv_scale = 1;
+  Act act;
+};
+
+template <typename T>
+struct AngleOutputs {
+  T* reduced = nullptr;    // [nb, nang, e]
+  T* angle_new = nullptr;  // [nb, nang, nang, a]
+};
+
+// Gradients of a scalar loss w.r.t. the differentiable inputs, given its gradients w.r.t. the outputs.
+template <typename T>
+struct AngleGradients {
+  const T* g_reduced = nullptr;    // [nb, nang, e]
+  const T* g_angle_new = nullptr;  // [nb, nang, nang, a]
+  T* angle = nullptr;              // [nb, nang, nang, a]
+  T* sw = nullptr;                 // [nb, nang]
+  T* pe = nullptr;                 // [nb, nang, e]
+  T* qe = nullptr;                 // [nb, nang, e]
+  T* pa = nullptr;                 // [nb, nang, a]
+  T* qa = nullptr;                 // [nb, nang, a]
+};
+
+// Centres [b0, b1); each writes only its own rows, so ranges may run on different threads.
+void AngleForward(const AngleInputs<float>& in, const AngleOutputs<float>& out, int64_t b0, int64_t b1);
+void AngleForward(const AngleInputs<double>& in, const AngleOutputs<double>& out, int64_t b0, int64_t b1);
+// Recomputes the activations (nothing per angle is kept from the forward pass).
+void AngleBackward(const AngleInputs<float>& in, const AngleGradients<float>& grad, int64_t b0, int64_t b1);
+void AngleBackward(const AngleInputs<double>& in, const AngleGradients<double>& grad, int64_t b0, int64_t b1);
+
+}  // namespace deepmd::kernels
+
+#endif  // DEEPMD_KERNELS_REPFLOW_ANGLE_H_

@@ -1,0 +1,241 @@
+"""The fused layer kernels (deepmd/kernels, build.set_layer_formulation) against the reference
+formulation and against deepmd-kit.
+
+1. Every fixture model of ../shared/deepmd-kit with a repflow layer: fused against reference (energy,
+   force, virial, atom energy, atom virial; max |Δ| ≤ 1e-12 x max(1, |reference|)) on deepmd-kit's
+   reference cases, and fused against deepmd-kit's reference outputs (1e-10, as references_test), in the
+   regular and the with-comm graph (self-exchange plan).
+2. The float32 models of deepmd/train/water_dpa3.json and examples/models/dpa3_realistic.json (freshly
+   initialised, seed 1): fused against reference to 1e-5 relative, every output; the realistic one in
+   float64 to 1e-12. These have 3 layers: the fixtures' 2 layers never read the kernel's angle_new
+   (the last layer updates nodes only), these do.
+3. Forces = -dE/dx by central finite differences through the kernel (float64, 3 layers).
+Each check requires at least one fused layer, so a model silently left on the reference fails.
+Usage: fused_test.py OPS_LIBRARY."""
+
+import copy
+import json
+import os
+import re
+import unittest
+
+import numpy as np
+import torch
+
+from tests import unittest_main
+from tests.dpkit import references as R
+
+from deepmd.dpkit import build
+from deepmd.dpkit.serialization import load_model_dict
+from deepmd.models.exchange_plan import encode
+from deepmd.models.model import RegularGraph, WithCommGraph
+from deepmd.models.periodic import extend, random_system
+
+KEYS = ("energy", "force", "virial", "atom_energy", "atom_virial")
+REPO = R.REPO
+
+
+def model_dict(stem: str) -> dict:
+    return load_model_dict(R.model_path(stem))["model"]
+
+
+def is_spin(node: dict) -> bool:
+    return node.get("type") == "spin_ener"
+
+
+class SelfExchange:
+    """The with-comm graph driven through forward_lower (references.evaluate): one rank, every ghost row
+    filled from its owner in one stage."""
+
+    def __init__(self, graph):
+        self.graph = graph
+
+    def forward_lower(self, *args):
+        *inputs, nlist, mapping, fparam, aparam, do_atomic_virial = args
+        nloc, nall = nlist.shape[1], mapping.shape[1]
+        owners = mapping[0, nloc:].tolist()
+        plan = encode(nloc, nall - nloc, [[("send", 0, owners), ("recv", 0, nall - nloc, nloc)]] if owners else [])
+        return self.graph.forward_lower_with_comm(*inputs, nlist, fparam, aparam, do_atomic_virial, plan)
+
+
+def built(node: dict, fused: bool):
+    model = build.model_from_dict(copy.deepcopy(node))
+    chosen = build.set_layer_formulation(model, fused)
+    return model, chosen
+
+
+def graphs(model, with_comm: bool):
+    if is_spin_model(model):
+        from deepmd.models.spin import SpinRegularGraph, SpinWithCommGraph
+        cls = SpinWithCommGraph if with_comm else SpinRegularGraph
+    else:
+        cls = WithCommGraph if with_comm else RegularGraph
+    graph = torch.jit.script(cls(copy.deepcopy(model)))
+    return SelfExchange(graph) if with_comm else graph
+
+
+def is_spin_model(model) -> bool:
+    return bool(getattr(model, "is_spin", False))
+
+
+def repflow_stems():
+    try:
+        stems = R.model_stems()
+    except FileNotFoundError:
+        return []
+    found = []
+    for stem in stems:
+        try:
+            model, chosen = built(model_dict(stem), True)
+        except Exception:  # noqa: BLE001 - models this package refuses are references_test's business
+            continue
+        if "fused" in chosen.values():
+            found.append(stem)
+        elif chosen:
+            print(f"  {stem}: no layer with a kernel ({chosen})")
+    return found
+
+
+def worst_relative(a: dict, b: dict, keys) -> dict:
+    return {k: float(np.max(np.abs(a[k] - b[k]))) / max(1.0, float(np.max(np.abs(b[k])))) for k in keys}
+
+
+class FixtureModelsTest(unittest.TestCase):
+    def check(self, stem: str, with_comm: bool) -> None:
+        node = model_dict(stem)
+        fused_model, chosen = built(node, True)
+        ref_model, _ = built(node, False)
+        print(f"  {stem}: {chosen}", flush=True)
+        if "fused" not in chosen.values():
+            self.skipTest(f"no layer of {stem} has a kernel: {chosen}")
+        spin = is_spin(node)
+        fused, ref = graphs(fused_model, with_comm), graphs(ref_model, with_comm)
+        reference = R.load_reference(stem)
+        keys = KEYS + (("force_mag",) if spin else ())
+        for name, case in reference["cases"].items():
+            with self.subTest(case=name):
+                a = R.evaluate(fused, case, fused_model.rcut, spin=spin)
+                b = R.evaluate(ref, case, ref_model.rcut, spin=spin)
+                diff = worst_relative(a, b, keys)
+                errors = R.max_errors(a, case)
+                print(f"  {stem}/{name}{' with-comm' if with_comm else ''}: fused-reference "
+                      + " ".join(f"{k} {v:.1e}" for k, v in diff.items()) + "; fused-deepmd-kit "
+                      + " ".join(f"{k} {v:.1e}" for k, v in errors.items()), flush=True)
+                for key in keys:
+                    self.assertLessEqual(diff[key], 1e-12, f"{stem}/{name}: fused vs reference {key}")
+                for key, err in errors.items():
+                    self.assertLessEqual(err, 1e-10, f"{stem}/{name}: fused vs deepmd-kit {key}")
+
+
+for _stem in repflow_stems():
+    _name = re.sub(r"\W", "_", _stem)
+    setattr(FixtureModelsTest, f"test_{_name}", lambda self, s=_stem: self.check(s, False))
+    setattr(FixtureModelsTest, f"test_{_name}_with_comm", lambda self, s=_stem: self.check(s, True))
+
+
+def config_model_dict(path: str, precision: str = "") -> dict:
+    """The freshly initialised model of a training input (seed 1), optionally in another precision."""
+    from deepmd.dpkit.init import model_dict_from_input
+    with open(os.path.join(REPO, path)) as f:
+        section = json.load(f)["model"]
+    if precision:
+        section["descriptor"]["precision"] = precision
+        section["fitting_net"]["precision"] = precision
+    return model_dict_from_input(section, 1)
+
+
+def water(natoms: int, seed: int, ntypes: int):
+    box = [(natoms / 0.1) ** (1.0 / 3.0)] * 3
+    pos, atype = random_system(natoms, box, ntypes, seed=seed, min_dist=0.9)
+    return pos, atype, box
+
+
+def run(graph, s, atomic: bool = True):
+    out = graph.forward_lower(s["coord"], s["atype"], s["nlist"], s["mapping"], None, None, atomic)
+    return {k: v.detach().double().numpy() for k, v in out.items() if k in KEYS}
+
+
+class ConfigModelsTest(unittest.TestCase):
+    """The two float32 DPA3 configurations the benchmarks run, on a water-density box."""
+
+    def check(self, path: str, precision: str = "", tolerance: float = 1e-5) -> None:
+        node = config_model_dict(path, precision)
+        fused_model, chosen = built(node, True)
+        ref_model, _ = built(node, False)
+        self.assertEqual(set(chosen.values()), {"fused"}, chosen)
+        self.assertEqual(fused_model.descriptor.dtype, torch.float64 if precision == "float64" else torch.float32)
+        pos, atype, box = water(60, 4, len(fused_model.type_map))
+        s = extend(pos, atype, box, fused_model.rcut)
+        a = run(torch.jit.script(RegularGraph(fused_model)), s)
+        b = run(torch.jit.script(RegularGraph(ref_model)), s)
+        for key in KEYS:
+            scale = float(np.max(np.abs(b[key])))
+            err = float(np.max(np.abs(a[key] - b[key]))) / scale
+            print(f"  {path} {precision}: {key} relative {err:.1e}", flush=True)
+            self.assertLessEqual(err, tolerance, f"{path}: {key}")
+
+    def test_water_dpa3(self):
+        self.check("deepmd/train/water_dpa3.json")
+
+    def test_dpa3_realistic(self):
+        self.check("examples/models/dpa3_realistic.json")
+
+    def test_dpa3_realistic_float64(self):
+        self.check("examples/models/dpa3_realistic.json", "float64", 1e-12)
+
+
+class FallbackTest(unittest.TestCase):
+    """Options the kernel does not cover keep the reference formulation, saying why."""
+
+    def test_uncovered_options(self):
+        from deepmd.dpkit.init import model_dict_from_input
+        for key, value, why in (("sequential_update", True, "sequential_update"),
+                                ("activation_function", "gelu", "activation kind 3")):
+            with open(os.path.join(REPO, "examples/models/dpa3.json")) as f:
+                section = json.load(f)["model"]
+            target = section["descriptor"] if key == "activation_function" else section["descriptor"]["repflow"]
+            target[key] = value
+            model, chosen = built(model_dict_from_input(section, 1), True)
+            self.assertTrue(chosen and all(v.startswith("reference: ") and why in v for v in chosen.values()), chosen)
+            self.assertFalse(any(layer.fused for layer in model.descriptor.layers))
+
+    def test_reference_is_the_default(self):
+        model = build.model_from_dict(config_model_dict("examples/models/dpa3.json"))
+        self.assertFalse(any(layer.fused for layer in model.descriptor.layers))
+
+
+class FiniteDifferenceTest(unittest.TestCase):
+    """Forces of the fused graph are -dE/dx (central differences, float64)."""
+
+    def test_forces(self):
+        node = config_model_dict("deepmd/train/water_dpa3.json", "float64")
+        model, chosen = built(node, True)
+        self.assertEqual(set(chosen.values()), {"fused"}, chosen)
+        self.assertEqual(model.descriptor.dtype, torch.float64)
+        graph = torch.jit.script(RegularGraph(model))
+        pos, atype, box = water(30, 2, len(model.type_map))
+
+        def energy_force(p):
+            s = extend(p, atype, box, model.rcut)
+            out = graph.forward_lower(s["coord"], s["atype"], s["nlist"], s["mapping"], None, None, False)
+            force = torch.zeros(p.shape[0], 3, dtype=torch.float64).index_add_(0, s["mapping"][0],
+                                                                                out["force"][0].double())
+            return float(out["energy"].sum()), force
+
+        _, force = energy_force(pos)
+        h = 1e-5
+        worst = 0.0
+        for atom in (0, 7, 19):
+            for d in range(3):
+                plus, minus = pos.clone(), pos.clone()
+                plus[atom, d] += h
+                minus[atom, d] -= h
+                numeric = -(energy_force(plus)[0] - energy_force(minus)[0]) / (2 * h)
+                worst = max(worst, abs(numeric - float(force[atom, d])))
+        print(f"  finite differences: max |F + dE/dx| {worst:.1e} (max |F| {float(force.abs().max()):.2e})", flush=True)
+        self.assertGreater(float(force.abs().max()), 1e-3)
+        self.assertLessEqual(worst, 1e-7)
+
+
+if __name__ == "__main__":
+    unittest_main.run()
