@@ -20,13 +20,11 @@ struct Act {
 };
 
 // True for the kinds the kernels implement.
-inline bool IsSupported(int64_t kind) {
-  return kind == 0 || kind == 1 || kind == 7 || kind == 8;
-}
+inline bool IsSupported(int64_t kind) { return kind == 0 || kind == 1 || kind == 7 || kind == 8; }
 
 __attribute__((always_inline)) inline float Exp(float x) {
-  x = x > 88.0f ? 88.0f : x;      // e^88 < FLT_MAX, 2^127 is the largest scale built below
-  x = x < -87.0f ? -87.0f : x;    // keeps the scale 2^n normal
+  x = x > 88.0f ? 88.0f : x;        // e^88 < FLT_MAX, 2^127 is the largest scale built below
+  x = x < -87.0f ? -87.0f : x;      // keeps the scale 2^n normal
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const float t = x * 1.44269504088896341f + magic;
   const float n = t - magic;

@@ -28,8 +28,8 @@ Checked Check(const at::Tensor& angle, const at::Tensor& sw, const at::Tensor& p
               const at::Tensor& we, const at::Tensor& pa, const at::Tensor& qa, const at::Tensor& wa,
               const at::Tensor& res, int64_t act) {
   const char* op = "deepmd_kernels::repflow_angle";
-  TORCH_CHECK(angle.dim() == 4 && angle.size(1) == angle.size(2), op,
-              ": angle must be [nb, A, A, a_dim], got ", angle.sizes());
+  TORCH_CHECK(angle.dim() == 4 && angle.size(1) == angle.size(2), op, ": angle must be [nb, A, A, a_dim], got ",
+              angle.sizes());
   const int64_t nb = angle.size(0), A = angle.size(1), a = angle.size(3), e = we.size(-1);
   TORCH_CHECK(angle.scalar_type() == at::kFloat || angle.scalar_type() == at::kDouble, op,
               ": float32 or float64 only, got ", angle.scalar_type());
@@ -42,8 +42,8 @@ Checked Check(const at::Tensor& angle, const at::Tensor& sw, const at::Tensor& p
     return t.contiguous();
   };
   TORCH_CHECK(we.dim() == 2, op, ": w_edge must be [a_dim, e_dim], got ", we.sizes());
-  return {expect(angle, "angle", {nb, A, A, a}), expect(sw, "a_sw", {nb, A}), expect(pe, "p_edge", {nb, A, e}),
-          expect(qe, "q_edge", {nb, A, e}),      expect(we, "w_edge", {a, e}), expect(pa, "p_angle", {nb, A, a}),
+  return {expect(angle, "angle", {nb, A, A, a}), expect(sw, "a_sw", {nb, A}),   expect(pe, "p_edge", {nb, A, e}),
+          expect(qe, "q_edge", {nb, A, e}),      expect(we, "w_edge", {a, e}),  expect(pa, "p_angle", {nb, A, a}),
           expect(qa, "q_angle", {nb, A, a}),     expect(wa, "w_angle", {a, a}), expect(res, "residual", {a})};
 }
 
@@ -113,8 +113,8 @@ class RepflowAngleFunction : public torch::autograd::Function<RepflowAngleFuncti
     static const auto op = c10::Dispatcher::singleton()
                                .findSchemaOrThrow("deepmd_kernels::repflow_angle", "")
                                .typed<decltype(RepflowAngleCpu)>();
-    auto [reduced, angle_new] = op.call(angle, a_sw, p_edge, q_edge, w_edge, p_angle, q_angle, w_angle, residual,
-                                        alpha, act, threshold, slope, shift, a_scale);
+    auto [reduced, angle_new] = op.call(angle, a_sw, p_edge, q_edge, w_edge, p_angle, q_angle, w_angle, residual, alpha,
+                                        act, threshold, slope, shift, a_scale);
     return {reduced, angle_new};
   }
 
@@ -160,8 +160,7 @@ std::tuple<at::Tensor, at::Tensor> RepflowAngleAutograd(const at::Tensor& angle,
                                                         const at::Tensor& w_edge, const at::Tensor& p_angle,
                                                         const at::Tensor& q_angle, const at::Tensor& w_angle,
                                                         const at::Tensor& residual, double alpha, int64_t act,
-                                                        double threshold, double slope, double shift,
-                                                        double a_scale) {
+                                                        double threshold, double slope, double shift, double a_scale) {
   variable_list out = RepflowAngleFunction::apply(angle, a_sw, p_edge, q_edge, w_edge, p_angle, q_angle, w_angle,
                                                   residual, alpha, act, threshold, slope, shift, a_scale);
   return {out[0], out[1]};
@@ -179,6 +178,4 @@ TORCH_LIBRARY(deepmd_kernels, m) {
 
 TORCH_LIBRARY_IMPL(deepmd_kernels, CPU, m) { m.impl("repflow_angle", deepmd::kernels::RepflowAngleCpu); }
 
-TORCH_LIBRARY_IMPL(deepmd_kernels, Autograd, m) {
-  m.impl("repflow_angle", deepmd::kernels::RepflowAngleAutograd);
-}
+TORCH_LIBRARY_IMPL(deepmd_kernels, Autograd, m) { m.impl("repflow_angle", deepmd::kernels::RepflowAngleAutograd); }

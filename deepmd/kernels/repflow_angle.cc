@@ -33,9 +33,9 @@ Scratch<T>& ThreadScratch() {
 
 // y[k, :] = p + q[k, :] + x[k, :] W for k < n (x [n, a], W [a, w], y and q [n, w]).
 template <typename T>
-__attribute__((always_inline)) inline void Affine(const T* __restrict x, const T* __restrict w,
-                                                  const T* __restrict p, const T* __restrict q, T* __restrict y,
-                                                  int64_t n, int64_t a, int64_t width) {
+__attribute__((always_inline)) inline void Affine(const T* __restrict x, const T* __restrict w, const T* __restrict p,
+                                                  const T* __restrict q, T* __restrict y, int64_t n, int64_t a,
+                                                  int64_t width) {
   for (int64_t k = 0; k < n; ++k) {
     T* __restrict yk = y + k * width;
     const T* __restrict qk = q + k * width;

@@ -22,9 +22,13 @@ int StageTag(int32_t stage) { return kTagBase + stage % kTagRange; }
 template <typename T>
 MPI_Datatype MpiType();
 template <>
-MPI_Datatype MpiType<float>() { return MPI_FLOAT; }
+MPI_Datatype MpiType<float>() {
+  return MPI_FLOAT;
+}
 template <>
-MPI_Datatype MpiType<double>() { return MPI_DOUBLE; }
+MPI_Datatype MpiType<double>() {
+  return MPI_DOUBLE;
+}
 
 // Adds the lifetime of the enclosing call to one of the totals.
 class TotalTimer {
@@ -64,8 +68,7 @@ absl::StatusOr<MPI_Comm> Communicator(const PlanView& plan) {
   }
   MPI_Comm comm = MPI_Comm_f2c(plan.communicator());
   int rank = -1, size = 0;
-  if (comm == MPI_COMM_NULL || MPI_Comm_rank(comm, &rank) != MPI_SUCCESS ||
-      MPI_Comm_size(comm, &size) != MPI_SUCCESS) {
+  if (comm == MPI_COMM_NULL || MPI_Comm_rank(comm, &rank) != MPI_SUCCESS || MPI_Comm_size(comm, &size) != MPI_SUCCESS) {
     return absl::InvalidArgumentError(
         absl::StrCat("the ghost-exchange plan's communicator handle ", plan.communicator(), " is not valid"));
   }
@@ -81,8 +84,8 @@ absl::Status CheckCounts(const PlanView& plan, int64_t width) {
   if (width < 0) return absl::InvalidArgumentError(absl::StrCat("feature width is ", width));
   const int64_t rows = std::max<int64_t>(plan.nrows(), 1);
   if (width > 0 && rows > std::numeric_limits<int>::max() / width) {
-    return absl::InvalidArgumentError(absl::StrCat("a message of ", plan.nrows(), " rows x ", width,
-                                                   " features exceeds MPI's int element count"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("a message of ", plan.nrows(), " rows x ", width, " features exceeds MPI's int element count"));
   }
   return absl::OkStatus();
 }
@@ -90,8 +93,8 @@ absl::Status CheckCounts(const PlanView& plan, int64_t width) {
 // Checks that each completed receive got exactly the rows the plan expects (a mismatch means the
 // peers' plans disagree).
 template <typename T>
-absl::Status CheckReceived(const PlanView& plan, int32_t stage, std::vector<MPI_Status>& statuses,
-                           int64_t width, bool reverse) {
+absl::Status CheckReceived(const PlanView& plan, int32_t stage, std::vector<MPI_Status>& statuses, int64_t width,
+                           bool reverse) {
   for (size_t r = 0; r < scratch.requests.size(); ++r) {
     const int32_t m = scratch.request_message[r];
     if (m < 0) continue;
@@ -225,8 +228,8 @@ absl::Status ExchangeGhostsReverse(const PlanView& plan, const T* in, T* out, in
       if (msg.kind != MessageKind::kRecv || plan.is_self(msg)) continue;
       scratch.requests.emplace_back();
       scratch.request_message.push_back(-1);
-      MPI_Isend(ghost_source + int64_t{msg.first_row} * width, static_cast<int>(msg.count * width), MpiType<T>(), msg.peer,
-                StageTag(stage), *comm, &scratch.requests.back());
+      MPI_Isend(ghost_source + int64_t{msg.first_row} * width, static_cast<int>(msg.count * width), MpiType<T>(),
+                msg.peer, StageTag(stage), *comm, &scratch.requests.back());
     }
     // Self pairs: the stage's ghost rows are disjoint from the rows they were copied from.
     ForEachSelfPair(plan, stage, [&](const Message& send, const Message& recv) {

@@ -33,8 +33,7 @@ at::Tensor Run(const char* name, const at::Tensor& plan_tensor, const at::Tensor
               " rows but the plan has nlocal + nghost = ", plan.nlocal(), " + ", plan.nghost(), " = ", plan.nrows());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "deepmd_comm::", name,
               ": features must be float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK(x.device().is_cpu(), "deepmd_comm::", name, ": this build exchanges CPU tensors only, got ",
-              x.device());
+  TORCH_CHECK(x.device().is_cpu(), "deepmd_comm::", name, ": this build exchanges CPU tensors only, got ", x.device());
   const at::Tensor in = x.contiguous();
   at::Tensor out = at::empty_like(in, at::MemoryFormat::Contiguous);
   absl::Status status = x.scalar_type() == at::kFloat

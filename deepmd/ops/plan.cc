@@ -39,12 +39,10 @@ bool SelfMessagesPairUp(const int32_t* messages, int32_t count, int32_t rank) {
 
 absl::StatusOr<PlanView> PlanView::Parse(absl::Span<const int32_t> w) {
   if (w.size() < kHeaderWords) {
-    return Invalid(absl::StrCat("it has ", w.size(), " words, fewer than the ", int{kHeaderWords},
-                                "-word header"));
+    return Invalid(absl::StrCat("it has ", w.size(), " words, fewer than the ", int{kHeaderWords}, "-word header"));
   }
   if (w[kMagic] != kPlanMagic) {
-    return Invalid(absl::StrCat("magic is ", w[kMagic], ", expected ", kPlanMagic,
-                                ": this tensor is not a plan"));
+    return Invalid(absl::StrCat("magic is ", w[kMagic], ", expected ", kPlanMagic, ": this tensor is not a plan"));
   }
   if (w[kVersion] != kPlanVersion) {
     return Invalid(absl::StrCat("version is ", w[kVersion], "; this library reads version ", kPlanVersion,
@@ -102,12 +100,12 @@ absl::StatusOr<PlanView> PlanView::Parse(absl::Span<const int32_t> w) {
       if (rows < 0) return Invalid(absl::StrCat(name(), "count is ", rows));
       if (kind == static_cast<int32_t>(MessageKind::kRecv)) {
         if (where != filled) {
-          return Invalid(absl::StrCat(name(), "receive lands at row ", where, " but ghost rows are filled in order and ",
-                                      "the next unfilled row is ", filled));
+          return Invalid(absl::StrCat(name(), "receive lands at row ", where,
+                                      " but ghost rows are filled in order and ", "the next unfilled row is ", filled));
         }
         if (filled + rows > nrows) {
-          return Invalid(absl::StrCat(name(), "receive of ", rows, " rows at row ", where, " overruns nlocal + nghost = ",
-                                      nrows));
+          return Invalid(
+              absl::StrCat(name(), "receive of ", rows, " rows at row ", where, " overruns nlocal + nghost = ", nrows));
         }
         filled += rows;
       } else {
@@ -139,17 +137,13 @@ absl::StatusOr<PlanView> PlanView::Parse(absl::Span<const int32_t> w) {
   return PlanView(w, forwards_ghosts);
 }
 
-int32_t PlanView::stage_first_message(int32_t stage) const {
-  return words_[kHeaderWords + kStageWords * stage];
-}
+int32_t PlanView::stage_first_message(int32_t stage) const { return words_[kHeaderWords + kStageWords * stage]; }
 
-int32_t PlanView::stage_num_messages(int32_t stage) const {
-  return words_[kHeaderWords + kStageWords * stage + 1];
-}
+int32_t PlanView::stage_num_messages(int32_t stage) const { return words_[kHeaderWords + kStageWords * stage + 1]; }
 
 Message PlanView::message(int32_t index) const {
-  const int32_t* msg = words_.data() + kHeaderWords + int64_t{kStageWords} * num_stages() +
-                       int64_t{kMessageWords} * index;
+  const int32_t* msg =
+      words_.data() + kHeaderWords + int64_t{kStageWords} * num_stages() + int64_t{kMessageWords} * index;
   Message m;
   m.kind = static_cast<MessageKind>(msg[0]);
   m.peer = msg[1];
@@ -252,8 +246,8 @@ absl::StatusOr<std::vector<int32_t>> PlanBuilder::Build() const {
 
 absl::StatusOr<std::vector<int32_t>> CompactPlan(const PlanView& plan, absl::Span<const int32_t> new_row) {
   if (static_cast<int64_t>(new_row.size()) != plan.nrows()) {
-    return absl::InvalidArgumentError(absl::StrCat("CompactPlan: ", new_row.size(), " row indices for a plan of ",
-                                                   plan.nrows(), " rows"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CompactPlan: ", new_row.size(), " row indices for a plan of ", plan.nrows(), " rows"));
   }
   int32_t nlocal = 0, nghost = 0;
   for (int64_t r = 0; r < plan.nrows(); ++r) {
@@ -294,8 +288,8 @@ absl::StatusOr<std::vector<int64_t>> SelfPlanOwners(const PlanView& plan) {
     for (int32_t m = first; m < end; ++m) {
       const Message send = plan.message(m);
       if (!plan.is_self(send)) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("stage ", s, " exchanges with rank ", send.peer, ": owners of ghosts on other ranks are not known here"));
+        return absl::FailedPreconditionError(absl::StrCat("stage ", s, " exchanges with rank ", send.peer,
+                                                          ": owners of ghosts on other ranks are not known here"));
       }
       if (send.kind != MessageKind::kSend) continue;
       Message r;

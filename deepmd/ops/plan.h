@@ -75,8 +75,7 @@ class PlanView {
   bool forwards_ghosts() const { return forwards_ghosts_; }
 
  private:
-  PlanView(absl::Span<const int32_t> words, bool forwards_ghosts)
-      : words_(words), forwards_ghosts_(forwards_ghosts) {}
+  PlanView(absl::Span<const int32_t> words, bool forwards_ghosts) : words_(words), forwards_ghosts_(forwards_ghosts) {}
   absl::Span<const int32_t> words_;
   bool forwards_ghosts_;
 };

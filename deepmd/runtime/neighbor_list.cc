@@ -70,7 +70,8 @@ void BuildNeighborList(absl::Span<const double> coord, int64_t nloc, double cuto
             const int64_t j = p->second;
             if (j == i) continue;
             double r2 = 0;
-            for (int d = 0; d < 3; ++d) r2 += (coord[3 * j + d] - coord[3 * i + d]) * (coord[3 * j + d] - coord[3 * i + d]);
+            for (int d = 0; d < 3; ++d)
+              r2 += (coord[3 * j + d] - coord[3 * i + d]) * (coord[3 * j + d] - coord[3 * i + d]);
             if (!(r2 < rc2)) continue;
             list.neighbors.push_back(j);
             if (r2 < list.closest_r2) list.closest_r2 = r2, list.closest_i = i, list.closest_j = j;

@@ -17,7 +17,7 @@ struct PeriodicImages {
   std::vector<double> coord;   // [nall, 3]: the local atoms (wrapped into the box), then their images
   std::vector<int64_t> owner;  // [nall]: local atom each row is an image of
   int64_t nloc = 0;
-  std::vector<int32_t> plan;   // self-exchange plan (docs/exchange_plan.md) that fills the image rows
+  std::vector<int32_t> plan;  // self-exchange plan (docs/exchange_plan.md) that fills the image rows
 };
 
 // `cell` holds the three lattice vectors as rows (any triclinic cell; the origin is a corner);

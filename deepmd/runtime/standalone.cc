@@ -13,9 +13,8 @@ absl::Status EvaluatePeriodic(DeepPot& pot, const PeriodicInput& in, ComputeOutp
   if (!in.spin.empty() && static_cast<int64_t>(in.spin.size()) != 3 * natoms) {
     return absl::InvalidArgumentError(absl::StrCat("spin has ", in.spin.size(), " values for ", natoms, " atoms"));
   }
-  const double margin = pot.metadata().is_spin && !in.spin.empty()
-                            ? VirtualAtomMargin(pot.metadata(), in.atype, in.spin)
-                            : 0.0;
+  const double margin =
+      pot.metadata().is_spin && !in.spin.empty() ? VirtualAtomMargin(pot.metadata(), in.atype, in.spin) : 0.0;
   absl::StatusOr<PeriodicImages> images =
       MakePeriodicImages(in.coord, in.cell, in.periodic, pot.metadata().rcut + margin);
   if (!images.ok()) return images.status();

@@ -13,9 +13,9 @@
 namespace deepmd::runtime {
 
 struct PeriodicInput {
-  absl::Span<const double> coord;   // [natoms, 3]
-  absl::Span<const int> atype;      // [natoms], -1 = ignored
-  std::array<double, 9> cell{};     // lattice vectors as rows
+  absl::Span<const double> coord;  // [natoms, 3]
+  absl::Span<const int> atype;     // [natoms], -1 = ignored
+  std::array<double, 9> cell{};    // lattice vectors as rows
   std::array<bool, 3> periodic = {true, true, true};
   absl::Span<const double> spin;    // [natoms, 3], spin models
   absl::Span<const double> fparam;  // [dim_fparam]

@@ -22,8 +22,8 @@ absl::StatusOr<Accuracy> EvaluateSystem(runtime::DeepPot& pot, const LabelledSys
       continue;
     }
     if (t >= static_cast<int>(system.type_map.size())) {
-      return absl::InvalidArgumentError(absl::StrCat("type.raw has type ", t, " but type_map.raw names only ",
-                                                     system.type_map.size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("type.raw has type ", t, " but type_map.raw names only ", system.type_map.size()));
     }
     auto it = std::find(model_types.begin(), model_types.end(), system.type_map[t]);
     if (it == model_types.end()) {

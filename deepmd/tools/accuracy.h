@@ -15,7 +15,7 @@ namespace deepmd::tools {
 struct FrameAccuracy {
   std::string set;
   int index = 0;
-  double energy = 0, energy_label = 0;  // eV
+  double energy = 0, energy_label = 0;   // eV
   double force_mae = 0, force_rmse = 0;  // eV/Å over the frame's 3n components
 };
 

@@ -62,14 +62,18 @@ int TestSystem(const std::string& model, const std::string& directory) {
     }
     j["frames"] = nlohmann::json::array();
     for (const auto& f : acc->frames) {
-      j["frames"].push_back({{"set", f.set}, {"index", f.index}, {"energy", f.energy}, {"energy_label", f.energy_label},
-                             {"force_mae", f.force_mae}, {"force_rmse", f.force_rmse}});
+      j["frames"].push_back({{"set", f.set},
+                             {"index", f.index},
+                             {"energy", f.energy},
+                             {"energy_label", f.energy_label},
+                             {"force_mae", f.force_mae},
+                             {"force_rmse", f.force_rmse}});
     }
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("%-8s %5s %18s %18s %14s %12s %12s\n", "set", "frame", "E (eV)", "E label (eV)", "dE/atom (eV)",
-              "F MAE", "F RMSE");
+  std::printf("%-8s %5s %18s %18s %14s %12s %12s\n", "set", "frame", "E (eV)", "E label (eV)", "dE/atom (eV)", "F MAE",
+              "F RMSE");
   for (const auto& f : acc->frames) {
     std::printf("%-8s %5d %18.6f %18.6f %14.6e %12.6e %12.6e\n", f.set.c_str(), f.index, f.energy, f.energy_label,
                 (f.energy - f.energy_label) / acc->natoms, f.force_mae, f.force_rmse);
@@ -117,9 +121,9 @@ int Main(int argc, char** argv) {
   for (int i = 0; i < natoms; ++i) {
     auto it = std::find(meta.type_map.begin(), meta.type_map.end(), frame->species[i]);
     if (it == meta.type_map.end()) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat("atom ", i, " is '", frame->species[i], "', which the model ",
-                                                          "does not know (its elements: ", absl::StrJoin(meta.type_map, " "),
-                                                          ")")));
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("atom ", i, " is '", frame->species[i], "', which the model ",
+                       "does not know (its elements: ", absl::StrJoin(meta.type_map, " "), ")")));
     }
     atype[i] = static_cast<int>(it - meta.type_map.begin());
   }
@@ -157,7 +161,8 @@ int Main(int argc, char** argv) {
     j["energy"] = out.energy;
     j["virial"] = out.virial;
     j["forces"] = nlohmann::json::array();
-    for (int i = 0; i < natoms; ++i) j["forces"].push_back({out.force[3 * i], out.force[3 * i + 1], out.force[3 * i + 2]});
+    for (int i = 0; i < natoms; ++i)
+      j["forces"].push_back({out.force[3 * i], out.force[3 * i + 1], out.force[3 * i + 2]});
     if (!out.force_mag.empty()) {
       j["force_mag"] = nlohmann::json::array();
       for (int i = 0; i < natoms; ++i) {
@@ -183,8 +188,9 @@ int Main(int argc, char** argv) {
                 out.force[3 * i + 2]);
   }
   if (outs.size() > 1) {
-    std::printf("model deviation (%zu models): max_devi_f %.6e min_devi_f %.6e avg_devi_f %.6e max_devi_v %.6e devi_e %.6e\n",
-                outs.size(), devi.max_devi_f, devi.min_devi_f, devi.avg_devi_f, devi.max_devi_v, devi.devi_e);
+    std::printf(
+        "model deviation (%zu models): max_devi_f %.6e min_devi_f %.6e avg_devi_f %.6e max_devi_v %.6e devi_e %.6e\n",
+        outs.size(), devi.max_devi_f, devi.min_devi_f, devi.avg_devi_f, devi.max_devi_v, devi.devi_e);
   }
   return 0;
 }

@@ -32,8 +32,8 @@ absl::StatusOr<std::vector<std::vector<double>>> PerFrame(const fs::path& path, 
   absl::StatusOr<NpyArray> a = ReadNpy(path.string());
   if (!a.ok()) return a.status();
   if (nframes >= 0 && static_cast<int64_t>(a->values.size()) != nframes * width) {
-    return absl::InvalidArgumentError(absl::StrCat(path.string(), " has ", a->values.size(), " values; expected ",
-                                                   nframes, " frames x ", width));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path.string(), " has ", a->values.size(), " values; expected ", nframes, " frames x ", width));
   }
   for (int64_t f = 0; f < nframes; ++f) {
     rows.emplace_back(a->values.begin() + f * width, a->values.begin() + (f + 1) * width);

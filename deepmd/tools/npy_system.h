@@ -12,15 +12,15 @@
 namespace deepmd::tools {
 
 struct LabelledFrame {
-  std::string set;              // folder name, e.g. set.000
-  int index = 0;                // frame within the set
-  std::vector<double> coord;    // [natoms, 3]
-  std::vector<double> box;      // [9] rows a, b, c; empty when not periodic
+  std::string set;            // folder name, e.g. set.000
+  int index = 0;              // frame within the set
+  std::vector<double> coord;  // [natoms, 3]
+  std::vector<double> box;    // [9] rows a, b, c; empty when not periodic
   bool has_energy = false, has_force = false;
   double energy = 0;
-  std::vector<double> force;    // [natoms, 3]
-  std::vector<double> fparam;   // [dim_fparam] or empty
-  std::vector<double> aparam;   // [natoms, dim_aparam] or empty
+  std::vector<double> force;   // [natoms, 3]
+  std::vector<double> fparam;  // [dim_fparam] or empty
+  std::vector<double> aparam;  // [natoms, dim_aparam] or empty
 };
 
 struct LabelledSystem {

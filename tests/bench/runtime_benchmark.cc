@@ -82,7 +82,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   const double rcut = (*pot)->metadata().rcut;
-  auto images = *deepmd::runtime::MakePeriodicImages(coord, std::array<double, 3>{side, side, side}, {true, true, true}, rcut);
+  auto images =
+      *deepmd::runtime::MakePeriodicImages(coord, std::array<double, 3>{side, side, side}, {true, true, true}, rcut);
   const int64_t nall = static_cast<int64_t>(images.owner.size());
   std::vector<int> ext_types(nall);
   for (int64_t r = 0; r < nall; ++r) ext_types[r] = types[images.owner[r]];

@@ -205,7 +205,8 @@ int main(int argc, char** argv) {
 
   int local[2] = {tally.passed, tally.failed}, total[2];
   MPI_Allreduce(local, total, 2, MPI_INT, MPI_SUM, comm);
-  if (dd.rank == 0) std::printf("grid %s: %d passed, %d failed\n", absl::GetFlag(FLAGS_grid).c_str(), total[0], total[1]);
+  if (dd.rank == 0)
+    std::printf("grid %s: %d passed, %d failed\n", absl::GetFlag(FLAGS_grid).c_str(), total[0], total[1]);
   MPI_Comm_free(&comm);
   MPI_Finalize();
   return total[1] == 0 ? 0 : 1;

@@ -20,7 +20,10 @@ std::vector<int32_t> BuildOrDie(const PlanBuilder& builder) {
 TEST(PlanBuilderTest, RoundTripsThroughPlanView) {
   PlanBuilder builder(/*communicator=*/5, /*rank=*/1, /*size=*/3, /*nlocal=*/4, /*nghost=*/5);
   builder.BeginStage().Send(0, std::vector<int32_t>{3, 1}).Receive(2, 2, 4);
-  builder.BeginStage().Send(2, std::vector<int32_t>{5, 0, 4}).Receive(1, 1, 6).Send(1, std::vector<int32_t>{2})
+  builder.BeginStage()
+      .Send(2, std::vector<int32_t>{5, 0, 4})
+      .Receive(1, 1, 6)
+      .Send(1, std::vector<int32_t>{2})
       .Receive(0, 2, 7);
   const std::vector<int32_t> words = BuildOrDie(builder);
   absl::StatusOr<PlanView> plan = PlanView::Parse(words);
@@ -96,27 +99,42 @@ constexpr int kFirstMessage = kHeaderWords + 2 * kStageWords;
 
 INSTANTIATE_TEST_SUITE_P(
     AllFields, PlanRejectionTest,
-    ::testing::Values(
-        Rejection{"Short", [] { return std::vector<int32_t>{kPlanMagic, 1}; }, "fewer than the 10-word header"},
-        Rejection{"Magic", [] { return With(kMagic, 1); }, "magic is 1"},
-        Rejection{"Version", [] { return With(kVersion, 9); }, "version is 9"},
-        Rejection{"Length", [] { return With(kLength, 3); }, "length is 3"},
-        Rejection{"Rank", [] { return With(kRank, 1); }, "rank 1 / size 1"},
-        Rejection{"Size", [] { return With(kSize, 0); }, "size 0"},
-        Rejection{"NoCommManyRanks", [] { auto w = With(kSize, 2); return w; }, "communicator is none"},
-        Rejection{"NLocal", [] { return With(kNLocal, -2); }, "nlocal is -2"},
-        Rejection{"NGhost", [] { return With(kNGhost, 3); }, "receives fill 2 ghost rows; nghost is 3"},
-        Rejection{"NStages", [] { return With(kNStages, 40); }, "40 stages"},
-        Rejection{"NMessages", [] { return With(kNMessages, 3); }, "stage 1 lists messages [2, 4); expected to start at 2 and end by 3"},
-        Rejection{"StageFirst", [] { return With(kHeaderWords + 2, 1); }, "stage 1 lists messages [1, 3)"},
-        Rejection{"Kind", [] { return With(kFirstMessage, 4); }, "kind is 4"},
-        Rejection{"Peer", [] { return With(kFirstMessage + 1, 1); }, "peer rank 1 is outside [0, 1)"},
-        Rejection{"Count", [] { return With(kFirstMessage + 2, -1); }, "count is -1"},
-        Rejection{"IndexArea", [] { return With(kFirstMessage + 3, 2); }, "outside the index area"},
-        Rejection{"RecvOrder", [] { return With(kFirstMessage + 7, 3); }, "receive lands at row 3"},
-        Rejection{"SendUnfilledGhost", [] { auto w = Valid(); w[w.size() - 2] = 3; return w; },
-                  "sends row 3, but only rows [0, 2)"},
-        Rejection{"SelfCounts", [] { return With(kFirstMessage + 6, 0); }, "self send"}),
+    ::testing::Values(Rejection{"Short",
+                                [] {
+                                  return std::vector<int32_t>{kPlanMagic, 1};
+                                },
+                                "fewer than the 10-word header"},
+                      Rejection{"Magic", [] { return With(kMagic, 1); }, "magic is 1"},
+                      Rejection{"Version", [] { return With(kVersion, 9); }, "version is 9"},
+                      Rejection{"Length", [] { return With(kLength, 3); }, "length is 3"},
+                      Rejection{"Rank", [] { return With(kRank, 1); }, "rank 1 / size 1"},
+                      Rejection{"Size", [] { return With(kSize, 0); }, "size 0"},
+                      Rejection{"NoCommManyRanks",
+                                [] {
+                                  auto w = With(kSize, 2);
+                                  return w;
+                                },
+                                "communicator is none"},
+                      Rejection{"NLocal", [] { return With(kNLocal, -2); }, "nlocal is -2"},
+                      Rejection{"NGhost", [] { return With(kNGhost, 3); }, "receives fill 2 ghost rows; nghost is 3"},
+                      Rejection{"NStages", [] { return With(kNStages, 40); }, "40 stages"},
+                      Rejection{"NMessages", [] { return With(kNMessages, 3); },
+                                "stage 1 lists messages [2, 4); expected to start at 2 and end by 3"},
+                      Rejection{"StageFirst", [] { return With(kHeaderWords + 2, 1); },
+                                "stage 1 lists messages [1, 3)"},
+                      Rejection{"Kind", [] { return With(kFirstMessage, 4); }, "kind is 4"},
+                      Rejection{"Peer", [] { return With(kFirstMessage + 1, 1); }, "peer rank 1 is outside [0, 1)"},
+                      Rejection{"Count", [] { return With(kFirstMessage + 2, -1); }, "count is -1"},
+                      Rejection{"IndexArea", [] { return With(kFirstMessage + 3, 2); }, "outside the index area"},
+                      Rejection{"RecvOrder", [] { return With(kFirstMessage + 7, 3); }, "receive lands at row 3"},
+                      Rejection{"SendUnfilledGhost",
+                                [] {
+                                  auto w = Valid();
+                                  w[w.size() - 2] = 3;
+                                  return w;
+                                },
+                                "sends row 3, but only rows [0, 2)"},
+                      Rejection{"SelfCounts", [] { return With(kFirstMessage + 6, 0); }, "self send"}),
     [](const ::testing::TestParamInfo<Rejection>& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -26,12 +26,12 @@ int main(int argc, char** argv) {
   // The scripted call and the C++ entry point both give the exchange Python expected.
   const at::Tensor expected_exchange = module.attr("expected_exchange").toTensor();
   const at::Tensor scripted = module.run_method("exchange", plan, x).toTensor();
-  const double direct_error = std::max((deepmd::ops::ExchangeGhosts(plan, x) - expected_exchange).abs().max().item<double>(),
-                                       (scripted - expected_exchange).abs().max().item<double>());
-  std::printf("energy error %.3e, gradient error %.3e, direct error %.3e\n", energy_error, grad_error,
-              direct_error);
-  const bool ok = energy_error <= 1e-13 * std::abs(expected_energy.item<double>()) && grad_error <= 1e-14 &&
-                  direct_error == 0;
+  const double direct_error =
+      std::max((deepmd::ops::ExchangeGhosts(plan, x) - expected_exchange).abs().max().item<double>(),
+               (scripted - expected_exchange).abs().max().item<double>());
+  std::printf("energy error %.3e, gradient error %.3e, direct error %.3e\n", energy_error, grad_error, direct_error);
+  const bool ok =
+      energy_error <= 1e-13 * std::abs(expected_energy.item<double>()) && grad_error <= 1e-14 && direct_error == 0;
   std::printf("%s\n", ok ? "1 passed, 0 failed" : "0 passed, 1 failed");
   return ok ? 0 : 1;
 }

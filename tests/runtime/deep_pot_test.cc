@@ -12,13 +12,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "gmock/gmock.h"
-#include "gtest/gtest.h"
 #include "deepmd/ops/plan.h"
 #include "deepmd/runtime/deep_spin.h"
 #include "deepmd/runtime/model_deviation.h"
 #include "deepmd/runtime/periodic_images.h"
 #include "deepmd/runtime/standalone.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
 
 namespace deepmd::runtime {
 namespace {
@@ -374,8 +374,8 @@ TEST_F(DeepPotErrorTest, ModelDeviationOfTwoModelsIsHalfTheirDifference) {
       for (int d = 0; d < 3; ++d) forces[k][3 * images_.owner[r] + d] += outputs[k].force[3 * r + d];
     }
   }
-  const DeviationStats stats = ComputeDeviation(forces, {outputs[0].virial, outputs[1].virial},
-                                                {outputs[0].energy, outputs[1].energy}, natoms);
+  const DeviationStats stats =
+      ComputeDeviation(forces, {outputs[0].virial, outputs[1].virial}, {outputs[0].energy, outputs[1].energy}, natoms);
   double max_f = 0, min_f = 1e300, sum_f = 0;
   for (int i = 0; i < natoms; ++i) {
     double d2 = 0;
@@ -389,7 +389,8 @@ TEST_F(DeepPotErrorTest, ModelDeviationOfTwoModelsIsHalfTheirDifference) {
   EXPECT_NEAR(stats.avg_devi_f, sum_f / natoms, 1e-12);
   EXPECT_NEAR(stats.devi_e, std::abs(outputs[0].energy - outputs[1].energy) / 2 / natoms, 1e-12);
   double max_v = 0;
-  for (int c = 0; c < 9; ++c) max_v = std::max(max_v, std::abs(outputs[0].virial[c] - outputs[1].virial[c]) / 2 / natoms);
+  for (int c = 0; c < 9; ++c)
+    max_v = std::max(max_v, std::abs(outputs[0].virial[c] - outputs[1].virial[c]) / 2 / natoms);
   EXPECT_NEAR(stats.max_devi_v, max_v, 1e-12);
   EXPECT_GT(stats.max_devi_f, 0);
 }
@@ -430,7 +431,8 @@ TEST_F(StandaloneTest, TriclinicCells) {
   const double a = c.box[0], b = c.box[1], z = c.box[2];
   const double cubic = Energy(c.coord, c.atype, {a, 0, 0, 0, b, 0, 0, 0, z}, {true, true, true});
   // b tilted by a whole period of a: the same lattice, so the same energy.
-  EXPECT_NEAR(Energy(c.coord, c.atype, {a, 0, 0, a, b, 0, 0, 0, z}, {true, true, true}), cubic, 1e-10 * std::abs(cubic));
+  EXPECT_NEAR(Energy(c.coord, c.atype, {a, 0, 0, a, b, 0, 0, 0, z}, {true, true, true}), cubic,
+              1e-10 * std::abs(cubic));
   // b tilted by half a period: twice this cell is the orthorhombic supercell a x 2b x z with every
   // atom repeated at r + b_tilted.
   const std::array<double, 9> tilted = {a, 0, 0, a / 2, b, 0, 0, 0, z};

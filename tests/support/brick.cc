@@ -71,8 +71,8 @@ Ghosts MakeGhosts(const Decomposition& dd, const std::vector<Vec3>& atoms, doubl
           stage.send.push_back(r);
           if (hop > 1) ++g.multi_hop_rows;
           Vec3 q = p;
-          if (dir < 0 && dd.me[d] == 0) q[d] += dd.box[d];                   // crossing the lower boundary
-          if (dir > 0 && dd.me[d] == dd.grid[d] - 1) q[d] -= dd.box[d];      // crossing the upper boundary
+          if (dir < 0 && dd.me[d] == 0) q[d] += dd.box[d];               // crossing the lower boundary
+          if (dir > 0 && dd.me[d] == dd.grid[d] - 1) q[d] -= dd.box[d];  // crossing the upper boundary
           out.insert(out.end(), {static_cast<double>(g.rows[r].id), q[0], q[1], q[2]});
         }
         int nsend = static_cast<int>(stage.send.size()), nrecv = 0;
@@ -106,6 +106,5 @@ std::vector<int32_t> PlanFor(const Decomposition& dd, const Ghosts& g, MPI_Comm 
   }
   return *words;
 }
-
 
 }  // namespace deepmd::testing

@@ -30,8 +30,8 @@ Decomposition Decompose(const std::string& grid, const Vec3& box, MPI_Comm comm)
 // One rank's rows (owned atoms first, then ghosts in fill order) and the stages that fill the ghosts.
 struct Ghosts {
   struct Row {
-    int id;     // global atom id
-    Vec3 pos;   // position of this image
+    int id;    // global atom id
+    Vec3 pos;  // position of this image
   };
   struct Stage {
     int dest, src;

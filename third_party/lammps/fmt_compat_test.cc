@@ -9,9 +9,7 @@
 
 // The overload our code calls (never run: it would need a LAMMPS instance); it must link against
 // liblammps, whose formatted overloads use its bundled fmt and do not.
-[[maybe_unused]] void ReportError(LAMMPS_NS::Error* error, const std::string& message) {
-  error->all(FLERR, message);
-}
+[[maybe_unused]] void ReportError(LAMMPS_NS::Error* error, const std::string& message) { error->all(FLERR, message); }
 
 int main() {
   static_assert(sizeof(LAMMPS_NS::bigint) == 8, "Debian's liblammps is LAMMPS_SMALLBIG");
