@@ -100,8 +100,8 @@ class RepflowAngleFunction : public torch::autograd::Function<RepflowAngleFuncti
                                const at::Tensor& residual, double alpha, int64_t act, double threshold, double slope,
                                double shift, double a_scale) {
     TORCH_CHECK(!w_edge.requires_grad() && !w_angle.requires_grad() && !residual.requires_grad(),
-                "deepmd_kernels::repflow_angle: gradients w.r.t. the weights are not implemented (inference "
-                "kernel; training uses the reference formulation)");
+                "deepmd_kernels::repflow_angle is an inference kernel: it differentiates the inputs, not the weights; "
+                "train with the reference formulation (deepmd.dpkit's default)");
     ctx->save_for_backward({angle, a_sw, p_edge, q_edge, w_edge, p_angle, q_angle, w_angle, residual});
     ctx->saved_data["alpha"] = alpha;
     ctx->saved_data["act"] = act;
