@@ -546,7 +546,8 @@ def fit(args: argparse.Namespace, log: Callable[[str], None] = print) -> Dict[st
     else:
         start = time.time()
         row(0, schedule(0), None, metrics(trainer, valid) if valid else None, time.time() - start)
-    for epoch in range(first_epoch, args.epochs + 1):
+    last_epoch = min(args.epochs, args.stop_after_epoch) if args.stop_after_epoch > 0 else args.epochs
+    for epoch in range(first_epoch, last_epoch + 1):
         start = time.time()
         se, sf, nf = 0.0, 0.0, 0
         for index in rng.permutation(len(train)):
@@ -669,6 +670,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-pref-f", type=float, help="default: loss.limit_pref_f of the input, else 1")
     p.add_argument("--gradient-max-norm", type=float,
                    help="clip the gradient's 2-norm (default: training.gradient_max_norm of the input, else none)")
+    p.add_argument("--stop-after-epoch", type=int, default=0,
+                   help="stop after this epoch of the --epochs schedule (0: run it all); --resume continues")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT's .ckpt (written after every epoch) when it exists; same flags required")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")

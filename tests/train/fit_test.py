@@ -158,6 +158,35 @@ class FitTest(unittest.TestCase):
             self.assertTrue(np.array_equal(x, y), fit._path(tokens))
         self.assertEqual([s["loss"] for s in self.history["steps"]], [s["loss"] for s in again["steps"]])
 
+    def test_change_bias_removes_the_offset(self):
+        from deepmd.train import change_bias
+        out = os.path.join(self.dir, "rebiased.dp")
+        frames = self.train  # data_0's first 2 frames
+        delta = change_bias.change_bias(self.dp, out, [os.path.join(fit.water_dir(), "data_0")], len(frames))
+        # The oracle: the trainer's own energies (not the file's evaluation change_bias uses).
+        residual = np.mean([f.energy - float(self.trainer.energy_force(f, create_graph=False)[0]) for f in frames])
+        counts = np.array([64.0, 128.0])
+        np.testing.assert_allclose(delta, counts * residual / (counts ** 2).sum(), rtol=1e-8, atol=1e-12)
+        model = load_model(out)
+        for frame in frames + self.valid:
+            energy, force = self.trainer.energy_force(frame, create_graph=False)
+            e2, f2 = fit.evaluate_loaded(model, frame)
+            self.assertAlmostEqual(e2 - float(energy), float(counts @ np.asarray(delta)), delta=1e-9)
+            self.assertLess(float(np.abs(force.detach().numpy() - f2).max()), 1e-10, frame.name)
+        self.assertLess(abs(np.mean([f.energy - fit.evaluate_loaded(model, f)[0] for f in frames])), 1e-9)
+        self.assertNotEqual(residual, 0.0)
+
+    def test_stop_after_epoch_is_the_same_schedule(self):
+        water = fit.water_dir()
+        argv = ["--input", os.path.join(self.dir, "tiny.json"),
+                "--train-systems", os.path.join(water, "data_0"), "--max-train-frames", "2",
+                "--valid-systems", os.path.join(water, "data_3"), "--max-valid-frames", "1",
+                "--epochs", "4", "--stop-after-epoch", "2", "--seed", str(SEED), "--start-lr", "0.01",
+                "--stop-lr", "0.003", "--out", os.path.join(self.dir, "partial.dp")]
+        partial = fit.fit(fit.parser().parse_args(argv), log=lambda line: None)
+        self.assertEqual([r["epoch"] for r in partial["epochs"]], [0, 1, 2])
+        self.assertEqual([s["loss"] for s in partial["steps"]], [s["loss"] for s in self.history["steps"][:4]])
+
     def test_refuses_other_descriptors(self):
         section = {"type_map": ["O", "H"], "descriptor": {"type": "se_e2_a", "sel": [10, 20], "rcut": 4.0,
                                                           "rcut_smth": 3.0}, "fitting_net": {}}
