@@ -1,8 +1,9 @@
 """LAMMPS MD benchmark: steps/s, µs per atom-step, the step's breakdown, peak memory and 2-rank strong
-scaling for the bench models on water-density systems; the runtime's overhead against bare graph
-execution and the forward/backward split. Writes md.json, md.md and PNG plots into --out.
+scaling for the bench models: the fitted water DPA3 on liquid water (systems.LIQUID), the production-size
+random-init models on water-density lattices; the runtime's overhead against bare graph execution and
+the forward/backward split. Writes md.json, md.md and PNG plots into --out.
 
-bazel run //tests/bench:md_benchmark -- [--out DIR] [--models dpa3,dpa2,se_e2_a] [--sizes 500,1000,...]
+bazel run //tests/bench:md_benchmark -- [--out DIR] [--models water,dpa3,dpa2,se_e2_a] [--sizes 1536,...]
 """
 
 import argparse
@@ -18,7 +19,7 @@ from tests.bench import report, systems
 from tests.lammps import harness
 
 # Up to what fits this machine's 24 GiB on one rank (the realistic DPA3 needs ~2.8 MB per atom).
-DEFAULT_SIZES = {"dpa3": [500, 1000, 2000, 4000], "dpa2": [500, 1000, 2000, 4000, 8000, 16000],
+DEFAULT_SIZES = {"water": [1536, 3072], "dpa3": [500, 1000, 2000, 4000], "dpa2": [500, 1000, 2000, 4000, 8000, 16000],
                  "se_e2_a": [500, 1000, 2000, 4000, 8000, 16000]}
 
 LOOP_RE = re.compile(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms")
@@ -104,8 +105,8 @@ def run_lammps(tools: dict, model: str, archive: str, natoms: int, nranks: int, 
     lmp = harness.Lammps(tools["lmp"], tools["run_mpi"], workdir)
     os.environ["DEEPMD_PROFILE"] = os.path.join(directory, "profile")
     grid = {1: "1 1 1", 2: "2 1 1"}[nranks]
-    code, output, _ = lmp.launch(name, nranks, systems.water_like(natoms), lammps_script(archive, grid, steps),
-                                 timeout=3000)
+    system = systems.liquid_water(tools["root"], natoms) if model == "water" else systems.water_like(natoms)
+    code, output, _ = lmp.launch(name, nranks, system, lammps_script(archive, grid, steps), timeout=3000)
     if code != 0:
         raise RuntimeError(f"{name} failed:\n{output[-3000:]}")
     return summarize(parse_log(os.path.join(directory, "log.lammps")), read_profiles(directory, nranks))
@@ -142,7 +143,7 @@ def concurrency_ceiling(tools: dict, archive: str, natoms: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(os.environ.get("BUILD_WORKING_DIRECTORY", "."), "bench_results"))
-    parser.add_argument("--models", default="dpa3,dpa2,se_e2_a")
+    parser.add_argument("--models", default="water,dpa3,dpa2,se_e2_a")
     parser.add_argument("--sizes", default="", help="comma-separated atom counts (default: per model)")
     parser.add_argument("--ranks", default="1,2")
     parser.add_argument("--steps", type=int, default=3, help="measured steps per run")
