@@ -63,8 +63,8 @@ void PairDeepMD::BindParameterSources() {
   if (const std::string& id = options_.fparam_fix; !id.empty()) {
     const int ifix = modify->find_fix(id);
     if (ifix < 0) {
-      error->all(FLERR, absl::StrFormat("pair_style %s: fparam_from_fix %s: there is no fix with ID '%s'", style, id,
-                                        id));
+      error->all(FLERR,
+                 absl::StrFormat("pair_style %s: fparam_from_fix %s: there is no fix with ID '%s'", style, id, id));
     }
     Fix* f = modify->fix[ifix];
     if (m.dim_fparam == 0) no_parameters("fparam_from_fix", id, "frame");
@@ -94,15 +94,15 @@ void PairDeepMD::BindParameterSources() {
     if (m.dim_aparam == 0) no_parameters("aparam_from_compute", id, "atomic");
     const int cols = c->size_peratom_cols;
     if (!c->peratom_flag || (m.dim_aparam == 1 && cols != 0) || (m.dim_aparam > 1 && cols < m.dim_aparam)) {
-      error->all(FLERR, absl::StrFormat("pair_style %s: aparam_from_compute %s: the model takes %d atomic "
-                                        "parameter(s) per atom, read from a per-atom %s, but compute %s (%s) has %s",
-                                        style, id, m.dim_aparam,
-                                        m.dim_aparam == 1 ? "vector" : absl::StrFormat("array of >= %d columns",
-                                                                                       m.dim_aparam),
-                                        id, c->style,
-                                        !c->peratom_flag ? "no per-atom values"
-                                        : cols == 0      ? "a per-atom vector"
-                                                         : absl::StrFormat("a per-atom array of %d columns", cols)));
+      error->all(FLERR,
+                 absl::StrFormat("pair_style %s: aparam_from_compute %s: the model takes %d atomic "
+                                 "parameter(s) per atom, read from a per-atom %s, but compute %s (%s) has %s",
+                                 style, id, m.dim_aparam,
+                                 m.dim_aparam == 1 ? "vector" : absl::StrFormat("array of >= %d columns", m.dim_aparam),
+                                 id, c->style,
+                                 !c->peratom_flag ? "no per-atom values"
+                                 : cols == 0      ? "a per-atom vector"
+                                                  : absl::StrFormat("a per-atom array of %d columns", cols)));
     }
     aparam_compute_ = c;
   }
@@ -166,7 +166,8 @@ void PairDeepMD::UpdateParameters() {
       error->one(FLERR, absl::StrFormat("aparam_from_compute %s: the compute returned no per-atom values", c->id));
     }
     for (int i = 0; i < nlocal; ++i) {
-      for (int k = 0; k < dim; ++k) aparam_[static_cast<size_t>(i) * dim + k] = dim == 1 ? c->vector_atom[i] : c->array_atom[i][k];
+      for (int k = 0; k < dim; ++k)
+        aparam_[static_cast<size_t>(i) * dim + k] = dim == 1 ? c->vector_atom[i] : c->array_atom[i][k];
     }
     input_.aparam = aparam_;
   }

@@ -11,7 +11,9 @@
   s on every step, and its reset restores them; `pair_coeff * *` without names == `pair_coeff * * O H`;
   two models with out_freq 0 == the first model, no deviation file; kspace_style pppm alongside
   (extract("cut_coul")) adds exactly its elong; memory_usage() counts the runtime (the archive at least);
-- refusals: ttm, a missing compute, a partial fix adapt scale; deepspin is deepmd/spin's alias.
+- `pair_style deepspin` (deepmd-kit's name) is deepmd/spin, its virtual_len/spin_norm are ignored with a
+  warning, and fix adapt's scale multiplies the magnetic forces too;
+- refusals: ttm, a missing compute, a partial fix adapt scale (2 ranks, messages naming them).
 """
 import os
 import sys
@@ -262,16 +264,38 @@ run 0
         self.fails("partial_scale", 2, system, harness.lammps_input(
             dpa3, grid="2 1 1", extra="variable s equal 0.5\nfix A all adapt 1 pair deepmd scale 1 1 v_s"),
             "'scale' is 1 for atom types 1 2 but 0.5 for 1 1", "scale * * v_NAME")
-        spin = harness.lammps_input(harness.Model(dpa3.archive, "O H", extra_style_args="virtual_len 0.4"))
-        self.fails("deepspin_alias", 1, system, spin.replace("pair_style deepmd ", "pair_style deepspin "),
-                   "'virtual_len' is ignored", "is not a spin model: use pair_style deepmd")
+
+
+    def spin(self):
+        """deepmd-kit's name `deepspin` with its older keywords (ignored, with a warning); fix adapt's
+        scale also multiplies the magnetic forces."""
+        system = harness.dense_system(self.rng, (12.0, 12.0, 12.0), 50, 2)
+        directions = self.rng.standard_normal((50, 3))
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        system.spins = np.concatenate([directions, self.rng.uniform(0.5, 2.0, (50, 1))], axis=1)
+        model = harness.Model(self.archive("dpa3_spin"), "Ni O", spin=True,
+                              extra_style_args="virtual_len 0.4 0.4 spin_norm 1.2 1.2")
+        columns = "id fx fy fz d2_fm[1] d2_fm[2] d2_fm[3]"
+        script = harness.lammps_input(model, comm_cutoff=7.5).replace("pair_style deepmd/spin ", "pair_style deepspin ")
+        script += ("undump D\nvariable s equal 0.5\nfix A all adapt 1 pair deepspin scale * * v_s\n"
+                   f"dump H all custom 1 half.txt {columns}\ndump_modify H sort id format float %.17g\nrun 0\n")
+        blocks, output, directory = self.run("spin", 1, system, script)
+        for keyword in ("virtual_len", "spin_norm"):
+            assert f"'{keyword}' is ignored" in output, output[-3000:]
+        full = harness.read_dump(os.path.join(directory, "dump.txt"))[0]
+        half = harness.read_dump(os.path.join(directory, "half.txt"))[0]
+        assert np.abs(full["d2_fm[1]"]).max() > 1e-6, "no magnetic forces"
+        for column in columns.split()[1:]:
+            close(half[column], 0.5 * full[column], f"deepspin, fix adapt scale 0.5: {column}")
+        close(blocks[1]["PotEng"], 0.5 * blocks[0]["PotEng"], "deepspin, fix adapt scale 0.5: pe")
+        print("spin: pair_style deepspin with virtual_len/spin_norm (ignored, warned); scale 0.5 halves pe, f, fm")
 
 
 def main(argv):
     lmp, run_mpi, archive_dir, water_archive, water_data = (os.path.abspath(a) for a in argv[2:7])
     with tempfile.TemporaryDirectory() as work:
         k = Keywords(lmp, run_mpi, archive_dir, water_archive, water_data, work)
-        for case in sys.argv[7:] or ["water_example", "parameters", "interfaces", "refusals"]:
+        for case in sys.argv[7:] or ["water_example", "parameters", "interfaces", "spin", "refusals"]:
             getattr(k, case)()
     return 0
 
