@@ -4,7 +4,8 @@
 
 - deepmd-kit's water example input (examples/water/lmp/in.lammps: bare `pair_coeff * * O H`, nvt) runs
   unchanged but for the model file, the data file's name and the run's length;
-- fparam_from_compute (a compute's global vector, re-read every step) == fparam given literally;
+- fparam_from_compute (a compute's global vector, re-read every step) and fparam_from_fix (a fix's
+  vector) == fparam given literally;
   aparam_from_compute (a per-atom compute, different values in two clusters further apart than rcut)
   == aparam given literally, cluster by cluster (per-atom energies and forces); 2 ranks == 1 rank;
 - fix adapt's `pair deepmd scale * * v_s` multiplies energy, virial, forces and per-atom energies by
@@ -162,13 +163,19 @@ run 0
 pair_style deepmd {model} fparam 0.625 -0.2 aparam 1.3
 pair_coeff * * O H
 run 0
+variable c1 equal 0.625
+variable c2 equal -0.2
+fix FV all ave/time 1 1 1 v_c1 v_c2
+pair_style deepmd {model} fparam_from_fix FV 1 aparam 1.3
+pair_coeff * * O H
+run 2
 """
         one, _, _ = self.run("parameters_1", 1, system, script)
         two, _, _ = self.run("parameters_2", 2, system, script)
         for b1, b2 in zip(one, two):
             for column in b1:
                 close(b2[column], b1[column], f"2 ranks vs 1: {column}", rtol=1e-8)
-        per_step, literal_a, literal_b = one
+        per_step, literal_a, literal_b, from_fix = one
         close(per_step["c_FP[1]"], [0.25, 0.375, 0.5, 0.625], "the compute's fparam[0]")
         assert abs(per_step["PotEng"][3] - per_step["PotEng"][0]) > 1e-6, "fparam was not re-read every step"
         # Cluster A on step 0 saw fparam 0.25 and aparam 0.7; cluster B on step 3 fparam 0.625, aparam 1.3.
@@ -177,7 +184,11 @@ run 0
         for column in ("c_EB", "c_FB[1]", "c_FB[2]"):
             close(per_step[column][3], literal_b[column][0], f"cluster B {column}")
         assert abs(literal_a["c_EB"][0] - per_step["c_EB"][0]) > 1e-6, "aparam does not change cluster B's energy"
-        print("parameters: fparam_from_compute and aparam_from_compute == literal values, 2 ranks == 1 rank")
+        # A fix's values are current after its first end_of_step (the run's setup comes before it).
+        for column in (c for c in literal_b if c not in ("Step", "c_FP[1]", "c_FP[2]")):
+            close(from_fix[column][-1], literal_b[column][0], f"fparam_from_fix: {column}")
+        print("parameters: fparam_from_compute, fparam_from_fix, aparam_from_compute == literal values, "
+              "2 ranks == 1 rank")
 
     def charged_system(self):
         """O and H (charges -0.8, +0.4, neutral) as atom_style charge data."""
