@@ -16,14 +16,17 @@
 #include "absl/strings/str_join.h"
 #include "atom.h"
 #include "comm.h"
+#include "compute.h"
 #include "deepmd/lammps/deviation_file.h"
 #include "deepmd/runtime/exception_status.h"
 #include "deepmd/runtime/fault_injection.h"
 #include "deepmd/runtime/process_policy.h"
 #include "deepmd/runtime/rank_agreement.h"
 #include "error.h"
+#include "fix.h"
 #include "force.h"
 #include "memory.h"
+#include "modify.h"
 #include "neighbor.h"
 #include "update.h"
 #include "utils.h"
@@ -50,6 +53,7 @@ PairDeepMD::PairDeepMD(LAMMPS* lmp) : Pair(lmp) {
   manybody_flag = 1;
   no_virial_fdotr_compute = 1;  // the model's virial includes every many-body term
   centroidstressflag = kCentroidAvailable;
+  pppmflag = 1;      // kspace_style pppm alongside (deepmd-kit's long-range recipe): extract("cut_coul")
   comm_forward = 1;  // swap discovery; settings() raises these for spins and model deviation
   comm_reverse = 1;
   MPI_Comm_dup(world, &plan_comm_);
@@ -64,6 +68,7 @@ PairDeepMD::~PairDeepMD() {
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
+    memory->destroy(scale_);
   }
 }
 
@@ -85,7 +90,7 @@ void PairDeepMD::Collectively(const char* where, const std::function<void()>& bo
 void PairDeepMD::settings(int narg, char** arg) {
   Collectively("pair_style", [&] { Settings(narg, arg); });
   // Collective, so after the ranks agreed that every one loaded its models.
-  if (models_->size() > 1) OpenDeviationFile();
+  if (options_.deviation_output()) OpenDeviationFile();
 }
 
 void PairDeepMD::coeff(int narg, char** arg) {
@@ -115,6 +120,9 @@ void PairDeepMD::Settings(int narg, char** arg) {
   absl::StatusOr<deepmd::lammps::PairStyleOptions> options = deepmd::lammps::ParsePairStyle(args);
   if (!options.ok()) error->all(FLERR, std::string(options.status().message()));
   options_ = std::move(*options);
+  if (comm->me == 0) {
+    for (const std::string& warning : options_.warnings) error->warning(FLERR, warning);
+  }
   for (const std::string& path : options_.models) {
     if (!std::ifstream(path).good()) {
       error->all(FLERR, absl::StrCat("pair_style ", force->pair_style, ": '", path,
@@ -146,11 +154,13 @@ void PairDeepMD::Settings(int narg, char** arg) {
     error->all(FLERR, absl::StrFormat("'%s' is %sa spin model: use pair_style %s", options_.models[0],
                                       m.is_spin ? "" : "not ", m.is_spin ? "deepmd/spin" : "deepmd"));
   }
-  if (static_cast<int>(options_.fparam.size()) != m.dim_fparam && !(options_.fparam.empty() && m.has_default_fparam)) {
+  // Parameters from computes and fixes are checked at init, when those exist.
+  if (!options_.fparam_per_step() && static_cast<int>(options_.fparam.size()) != m.dim_fparam &&
+      !(options_.fparam.empty() && m.has_default_fparam)) {
     error->all(FLERR, absl::StrFormat("the model takes %d frame parameters (pair_style ... fparam V1 V2 ...), %d given",
                                       m.dim_fparam, options_.fparam.size()));
   }
-  if (static_cast<int>(options_.aparam.size()) != m.dim_aparam) {
+  if (options_.aparam_compute.empty() && static_cast<int>(options_.aparam.size()) != m.dim_aparam) {
     error->all(FLERR,
                absl::StrFormat("the model takes %d atomic parameters (pair_style ... aparam V1 V2 ...), %d given",
                                m.dim_aparam, options_.aparam.size()));
@@ -161,6 +171,7 @@ void PairDeepMD::Settings(int narg, char** arg) {
   comm_reverse = std::max({1, nmodels > 1 ? 3 * nmodels : 0, spin_style() ? 3 : 0});
   outputs_.assign(nmodels, ComputeOutput());
   model_generation_.assign(nmodels, -1);
+  cut_coul_ = models_->rcut();
   cached_nall_ = -1;
 }
 
@@ -180,23 +191,32 @@ void PairDeepMD::OpenDeviationFile() {
 
 void PairDeepMD::Coeff(int narg, char** arg) {
   if (!models_) error->all(FLERR, std::string("pair_coeff before pair_style deepmd has loaded a model"));
-  if (narg < 2 || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0) {
+  if (narg < 2) {
     error->all(FLERR, absl::StrFormat("pair_coeff for %s takes '* *' and one element name (or NULL) per atom type",
                                       force->pair_style));
   }
+  absl::Status covers = deepmd::lammps::CheckCoversAllTypes(arg[0], arg[1], atom->ntypes);
+  if (!covers.ok()) error->all(FLERR, std::string(covers.message()));
   std::vector<std::string> names(arg + 2, arg + narg);
-  absl::StatusOr<std::vector<int>> types = deepmd::lammps::MapTypes(names, metadata().type_map, atom->ntypes);
+  absl::StatusOr<deepmd::lammps::TypeMapping> types =
+      deepmd::lammps::MapTypes(names, metadata().type_map, atom->ntypes);
   if (!types.ok()) error->all(FLERR, std::string(types.status().message()));
-  model_type_ = std::move(*types);
+  if (comm->me == 0 && !types->warning.empty()) error->warning(FLERR, types->warning);
+  model_type_ = std::move(types->model_type);
+  scale_type_ = 0;
+  for (int t = atom->ntypes; t >= 1; --t) {
+    if (model_type_[t] >= 0) scale_type_ = t;
+  }
 
   if (!allocated) {
     allocated = 1;
     const int n = atom->ntypes;
     memory->create(setflag, n + 1, n + 1, "pair:setflag");
     memory->create(cutsq, n + 1, n + 1, "pair:cutsq");
+    memory->create(scale_, n + 1, n + 1, "pair:scale");
   }
   for (int i = 1; i <= atom->ntypes; ++i) {
-    for (int j = i; j <= atom->ntypes; ++j) setflag[i][j] = 1;
+    for (int j = i; j <= atom->ntypes; ++j) setflag[i][j] = 1, scale_[i][j] = 1.0;
   }
   cached_nall_ = -1;
 }
@@ -233,9 +253,20 @@ void PairDeepMD::InitStyle() {
   model_generation_.assign(models_->size(), -1);
   cached_nall_ = -1;
   // No LAMMPS neighbour list is requested: the runtime builds its own at every rebuild.
+  BindParameterSources();
 }
 
 double PairDeepMD::init_one(int i, int j) {
+  // Also what fix adapt's reinit() calls after changing "scale": the model is one many-body energy, so
+  // one factor scales it, and every pair of the types it sees must carry the same.
+  scale_[j][i] = scale_[i][j];
+  if (model_type_[i] >= 0 && model_type_[j] >= 0 && scale_[i][j] != scale_[scale_type_][scale_type_]) {
+    error->all(FLERR, absl::StrFormat("pair %s: 'scale' is %g for atom types %d %d but %g for %d %d: the model is "
+                                      "one many-body energy, so one factor scales it; adapt every type pair "
+                                      "(fix adapt ... pair %s scale * * v_NAME)",
+                                      force->pair_style, scale_[i][j], i, j, scale_[scale_type_][scale_type_],
+                                      scale_type_, scale_type_, force->pair_style));
+  }
   // The largest cutoff of all models, whichever comes first: LAMMPS sizes the ghost shell from it.
   const double rcut = models_->rcut();
   cutsq[i][j] = cutsq[j][i] = rcut * rcut;
@@ -319,10 +350,11 @@ void PairDeepMD::Compute(int eflag, int vflag) {
   GatherSpins(nall);
   const bool rebuild = neighbor->ago == 0 || nall != cached_nall_;
   if (rebuild) RebuildTopology();
+  UpdateParameters();
   input_.coord = absl::MakeConstSpan(nall > 0 ? atom->x[0] : nullptr, 3 * static_cast<size_t>(nall));
   input_.nlocal = nlocal;
   input_.atomic = eflag_atom || vflag_atom || cvflag_atom;
-  const bool deviation_step = models_->size() > 1 && update->ntimestep % options_.out_freq == 0;
+  const bool deviation_step = options_.deviation_output() && update->ntimestep % options_.out_freq == 0;
   RunModels(deviation_step);
   if (!load_logged_) LogWhatRuns();
   deepmd::runtime::MaybeInjectFault("compute", comm->me);
@@ -363,30 +395,33 @@ void PairDeepMD::RunModels(bool deviation_step) {
   StopIfAnyRankFailed(status, /*agreed=*/true);
 }
 
+double PairDeepMD::output_scale() const { return scale_type_ > 0 ? scale_[scale_type_][scale_type_] : 1.0; }
+
 void PairDeepMD::AccumulateOutputs(const ComputeOutput& out) {
   const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  const double s = output_scale();
   double** f = atom->f;
   for (int i = 0; i < nall; ++i) {
-    for (int d = 0; d < 3; ++d) f[i][d] += out.force[3 * i + d];
+    for (int d = 0; d < 3; ++d) f[i][d] += s * out.force[3 * i + d];
   }
-  if (eflag_global) eng_vdwl += out.energy;
+  if (eflag_global) eng_vdwl += s * out.energy;
   // The runtime's 3x3 tensors are row-major with [a][b] = F_a r_b; LAMMPS's xy is r_x F_y = [y][x].
   constexpr int kVoigt[6] = {0, 4, 8, 3, 6, 7};              // xx yy zz xy xz yz
   constexpr int kCentroid[9] = {0, 4, 8, 3, 6, 7, 1, 2, 5};  // ... then yx zx zy
   if (vflag_global) {
-    for (int c = 0; c < 6; ++c) virial[c] += out.virial[kVoigt[c]];
+    for (int c = 0; c < 6; ++c) virial[c] += s * out.virial[kVoigt[c]];
   }
   if (eflag_atom) {
-    for (int i = 0; i < nlocal; ++i) eatom[i] += out.atom_energy[i];
+    for (int i = 0; i < nlocal; ++i) eatom[i] += s * out.atom_energy[i];
   }
   if (vflag_atom) {
     for (int i = 0; i < nall; ++i) {
-      for (int c = 0; c < 6; ++c) vatom[i][c] += out.atom_virial[9 * i + kVoigt[c]];
+      for (int c = 0; c < 6; ++c) vatom[i][c] += s * out.atom_virial[9 * i + kVoigt[c]];
     }
   }
   if (cvflag_atom) {
     for (int i = 0; i < nall; ++i) {
-      for (int c = 0; c < 9; ++c) cvatom[i][c] += out.atom_virial[9 * i + kCentroid[c]];
+      for (int c = 0; c < 9; ++c) cvatom[i][c] += s * out.atom_virial[9 * i + kCentroid[c]];
     }
   }
 }

@@ -1,8 +1,8 @@
 // pair_style deepmd: a deepmd/runtime model archive as a LAMMPS pair style, on any number of ranks.
 //
-//   pair_style deepmd MODEL.pt2 [MODEL2.pt2 ...] [out_freq N] [out_file FILE] [atomic]
-//                     [relative X] [relative_v X] [fparam V ...] [aparam V ...]
+//   pair_style deepmd MODEL.pt2 [MODEL2.pt2 ...] [keywords of deepmd-kit's pair_style deepmd]
 //   pair_coeff * * O H NULL
+// (pair_options.h; `fix adapt ... pair deepmd scale * * v_s` scales energy, forces and virial.)
 //
 // At every neighbour-list rebuild the style learns LAMMPS's ghost swaps through the public pair comm
 // hooks (SwapPattern) and hands them to the runtime as an exchange plan; the runtime builds its own
@@ -35,6 +35,9 @@
 
 namespace LAMMPS_NS {
 
+class Compute;
+class Fix;
+
 class PairDeepMD : public Pair {
  public:
   explicit PairDeepMD(LAMMPS* lmp);
@@ -45,6 +48,13 @@ class PairDeepMD : public Pair {
   void init_style() override;
   double init_one(int i, int j) override;
   void compute(int eflag, int vflag) override;
+  // "scale" (2-d, for fix adapt; deepmd-kit's meaning: one factor on energy, forces, virial and
+  // magnetic forces, not on the model deviation) and "cut_coul" (0-d: the largest rcut, which
+  // kspace styles take as the real-space cutoff, as with deepmd-kit).
+  void* extract(const char* name, int& dim) override;
+  // Per-atom arrays plus what the runtime holds (archives, graphs' tensors, cached topology) and the
+  // style's own buffers.
+  double memory_usage() override;
 
   int pack_forward_comm(int n, int* list, double* buf, int pbc_flag, int* pbc) override;
   void unpack_forward_comm(int n, int first, double* buf) override;
@@ -78,6 +88,8 @@ class PairDeepMD : public Pair {
   [[noreturn]] void Abort(const absl::Status& status);
 
   const deepmd::runtime::ArchiveMetadata& metadata() const;
+  // fix adapt's factor on every output that drives the dynamics (1 unless adapted).
+  double output_scale() const;
 
   deepmd::lammps::PairStyleOptions options_;
   std::unique_ptr<deepmd::runtime::ModelDeviation> models_;
@@ -99,11 +111,20 @@ class PairDeepMD : public Pair {
   void AccumulateOutputs(const deepmd::runtime::ComputeOutput& out);
   void WriteDeviation();
   void OpenDeviationFile();
+  void BindParameterSources();  // at init: the computes and fixes *_from_compute / _from_fix name
+  void UpdateParameters();      // every step: fparam / aparam from them
 
   MPI_Comm plan_comm_ = MPI_COMM_NULL;  // a duplicate of world: the exchanges never meet LAMMPS's messages
   deepmd::lammps::SwapPattern swaps_;
   std::vector<int32_t> plan_;
   std::vector<double> aparam_;
+  std::vector<double> fparam_;                    // from a compute or fix, refreshed every step
+  LAMMPS_NS::Compute* fparam_compute_ = nullptr;  // qualified: Compute() is also a method here
+  Fix* fparam_fix_ = nullptr;
+  LAMMPS_NS::Compute* aparam_compute_ = nullptr;
+  double** scale_ = nullptr;  // [ntypes + 1][ntypes + 1]: fix adapt's "scale", 1 by default
+  int scale_type_ = 0;        // a type the model sees: its scale_ is the factor (all must agree)
+  double cut_coul_ = 0;       // extract("cut_coul")
   int cached_nall_ = -1;
   bool load_logged_ = false;
   long topology_generation_ = 0;

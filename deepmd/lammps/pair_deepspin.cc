@@ -48,6 +48,8 @@ void PairDeepSpin::init_style() {
   Collectively("init", [&] { FindCustomArrays(); });  // indices of custom arrays change when others are deleted
 }
 
+double PairDeepSpin::memory_usage() { return PairDeepMD::memory_usage() + spin_.capacity() * sizeof(double); }
+
 double** PairDeepSpin::spin_source() const { return spin_package_ ? atom->sp : atom->darray[sp_index_]; }
 double** PairDeepSpin::magnetic_force() const { return spin_package_ ? atom->fm : atom->darray[fm_index_]; }
 
@@ -74,16 +76,17 @@ double PairDeepSpin::GhostMargin(const deepmd::runtime::ArchiveMetadata& model) 
 
 void PairDeepSpin::ScatterMagneticForces(const deepmd::runtime::ComputeOutput& out) {
   const int nall = atom->nlocal + atom->nghost;
+  const double s = output_scale();  // fix adapt's scale, as on the forces
   double** fm = magnetic_force();
   if (spin_package_) {
     double** sp = atom->sp;
     for (int i = 0; i < nall; ++i) {
-      for (int d = 0; d < 3; ++d) fm[i][d] += out.force_mag[3 * i + d] * sp[i][3] / kHbarEvPs;
+      for (int d = 0; d < 3; ++d) fm[i][d] += s * out.force_mag[3 * i + d] * sp[i][3] / kHbarEvPs;
     }
     return;  // the SPIN package's reverse communication takes ghosts' fm home
   }
   for (int i = 0; i < nall; ++i) {
-    for (int d = 0; d < 3; ++d) fm[i][d] = out.force_mag[3 * i + d];
+    for (int d = 0; d < 3; ++d) fm[i][d] = s * out.force_mag[3 * i + d];
   }
   comm_mode_ = CommMode::kFoldMagneticForces;
   comm->reverse_comm_pair(this);

@@ -19,6 +19,7 @@ class PairDeepSpin : public PairDeepMD {
   explicit PairDeepSpin(LAMMPS* lmp);
   void coeff(int narg, char** arg) override;
   void init_style() override;
+  double memory_usage() override;
 
  protected:
   bool spin_style() const override { return true; }

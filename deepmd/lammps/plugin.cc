@@ -1,4 +1,4 @@
-// lammpsplugin_init: registers pair_style deepmd and deepmd/spin with LAMMPS (`plugin load` in builds
+// lammpsplugin_init: registers pair_style deepmd and deepmd/spin (alias deepspin) with LAMMPS (`plugin load` in builds
 // with the PLUGIN package; the launcher calls it directly for builds without).
 #include "third_party/lammps/fmt_compat.h"  // before any LAMMPS header
 
@@ -34,5 +34,9 @@ extern "C" void lammpsplugin_init(void* lmp, void* handle, void* regfunc) {
   plugin.name = "deepmd/spin";
   plugin.info = "deepmd spin model archives (virtual atoms, magnetic forces)";
   plugin.creator.v1 = &CreatePairDeepSpin;
+  register_style(&plugin, lmp);
+
+  // deepmd-kit's name for the same style, so that its spin inputs run unchanged.
+  plugin.name = "deepspin";
   register_style(&plugin, lmp);
 }

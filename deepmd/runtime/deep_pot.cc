@@ -12,6 +12,7 @@
 #include <exception>
 #include <optional>
 #include <string>
+#include <unordered_set>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
@@ -119,6 +120,38 @@ const char* DeepPot::last_graph() const { return impl_->last_graph; }
 int DeepPot::threads() const { return at::get_num_threads(); }
 const ComputeTimes& DeepPot::times() const { return impl_->times; }
 void DeepPot::reset_times() { impl_->times = ComputeTimes(); }
+
+namespace {
+
+size_t TensorBytes(const at::Tensor& t, std::unordered_set<const void*>& seen) {
+  if (!t.defined() || !t.has_storage() || !seen.insert(t.storage().unsafeGetStorageImpl()).second) return 0;
+  return t.storage().nbytes();
+}
+
+size_t ModuleBytes(const torch::jit::Module& module, std::unordered_set<const void*>& seen) {
+  size_t bytes = 0;
+  for (const auto& attribute : module.named_attributes(/*recurse=*/true)) {
+    const c10::IValue& value = attribute.value;
+    if (value.isTensor()) bytes += TensorBytes(value.toTensor(), seen);
+    if (value.isTensorList()) {
+      for (const at::Tensor& t : value.toTensorVector()) bytes += TensorBytes(t, seen);
+    }
+  }
+  return bytes;
+}
+
+}  // namespace
+
+size_t DeepPot::memory_bytes() const {
+  const Impl& s = *impl_;
+  std::unordered_set<const void*> seen;
+  size_t bytes = s.archive.size_bytes() + ModuleBytes(s.regular, seen);
+  if (s.with_comm) bytes += ModuleBytes(*s.with_comm, seen);
+  for (const at::Tensor* t : {&s.atype, &s.nlist, &s.mapping, &s.plan, &s.coord, &s.spin, &s.fparam, &s.aparam}) {
+    bytes += TensorBytes(*t, seen);
+  }
+  return bytes + (s.kept.capacity() + s.list.offsets.capacity() + s.list.neighbors.capacity()) * sizeof(int64_t);
+}
 
 absl::Status DeepPot::Impl::Rebuild(const ComputeInput& in) {
   const ArchiveMetadata& m = archive.metadata();

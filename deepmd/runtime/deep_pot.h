@@ -104,6 +104,10 @@ class DeepPot {
   int threads() const;
   const ComputeTimes& times() const;
   void reset_times();
+  // Bytes this DeepPot holds between calls: the archive read into memory, the loaded graphs' tensors
+  // (parameters, buffers, tensor attributes; shared storage once), the cached topology and input
+  // tensors, the neighbour list. Not the graph's activations, which live only during a call.
+  size_t memory_bytes() const;
 
   absl::Status Compute(const ComputeInput& input, ComputeOutput& output);
 

@@ -1,6 +1,6 @@
 // The shared object `bazel build //deepmd/lammps:plugin` makes loads with every symbol resolved
-// (RTLD_NOW), exports lammpsplugin_init, and registers pair styles deepmd and deepmd/spin through the
-// regfunc, as LAMMPS's `plugin load` would call it.
+// (RTLD_NOW), exports lammpsplugin_init, and registers pair styles deepmd, deepmd/spin and deepspin (deepmd-kit's
+// name for it) through the regfunc, as LAMMPS's `plugin load` would call it.
 #include <dlfcn.h>
 
 #include <cstdio>
@@ -37,10 +37,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   init(nullptr, handle, reinterpret_cast<void*>(&Register));
-  if (registered != std::vector<std::string>{"deepmd", "deepmd/spin"}) {
-    std::fprintf(stderr, "registered %zu styles, expected deepmd and deepmd/spin\n", registered.size());
+  if (registered != std::vector<std::string>{"deepmd", "deepmd/spin", "deepspin"}) {
+    std::fprintf(stderr, "registered %zu styles, expected deepmd, deepmd/spin, deepspin\n", registered.size());
     return 1;
   }
-  std::printf("plugin loads and registers pair styles deepmd, deepmd/spin\n");
+  std::printf("plugin loads and registers pair styles deepmd, deepmd/spin, deepspin\n");
   return 0;
 }

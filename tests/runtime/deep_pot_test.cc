@@ -4,6 +4,7 @@
 #include "deepmd/runtime/deep_pot.h"
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <random>
@@ -272,6 +273,23 @@ TEST_F(DeepPotErrorTest, TimesCountCallsAndRebuilds) {
   pot_->reset_times();
   EXPECT_EQ(pot_->times().calls, 0);
   EXPECT_EQ(pot_->times().graph_seconds, 0);
+}
+
+TEST_F(DeepPotErrorTest, MemoryBytesCountArchiveGraphAndTopology) {
+  // Before any call: the archive's bytes (its file) and the regular graph's weights.
+  const size_t file = std::ifstream(dpa3_->archive, std::ios::binary | std::ios::ate).tellg();
+  const size_t loaded = pot_->memory_bytes();
+  EXPECT_GT(loaded, file);
+  EXPECT_LT(loaded, 4 * file);
+  // A call caches the topology and input tensors: at least coordinates and types of every row and a
+  // neighbour-list row per owned atom.
+  ComputeOutput out;
+  ASSERT_TRUE(pot_->Compute(in_, out).ok());
+  const size_t nall = in_.atype.size();
+  EXPECT_GE(pot_->memory_bytes(),
+            loaded + nall * (3 * sizeof(double) + sizeof(int64_t)) + in_.nlocal * sizeof(int64_t));
+  std::printf("archive %zu bytes; held after load %zu, after a call %zu (%zu rows)\n", file, loaded,
+              pot_->memory_bytes(), nall);
 }
 
 TEST_F(DeepPotErrorTest, OptimizedGraphExecutorGivesTheSameNumbers) {
