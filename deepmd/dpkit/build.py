@@ -91,17 +91,31 @@ def load_model(path: str) -> torch.nn.Module:
 
 def set_layer_formulation(model: torch.nn.Module, fused: bool) -> Dict[str, str]:
     """Selects, before scripting, how every layer that has a fused kernel (deepmd/kernels) computes:
-    the kernel (fused=True; layers with options the kernel lacks stay on the reference) or deepmd-kit's
-    reference formulation (the default of built models, and what training uses: the kernels are
-    differentiable once only). Returns {layer: "fused" | "reference" | "reference: <why>"}."""
-    from deepmd.dpkit.repflow_layer import RepFlowLayer
+    the kernel (fused=True) or deepmd-kit's reference formulation (the default of built models, and what
+    training uses: the kernels are differentiable once only). Per DPA3 descriptor, all or nothing: the
+    fused layers pass packed angles (real pairs only) from one to the next, so one layer with options
+    the kernel lacks keeps the whole descriptor on the reference. Returns {layer: "fused" | "reference" |
+    "reference: <why>"}."""
+    from deepmd.dpkit.dpa3 import DescrptDPA3
     chosen: Dict[str, str] = {}
-    for module in model.modules():
-        if isinstance(module, RepFlowLayer):
-            if not module.update_angle:
-                chosen[module.where] = "reference (update_angle=False: no angle path to fuse)"
-                continue
-            why = module.fused_unsupported() if fused else ""
-            module.fused = fused and not why
-            chosen[module.where] = "fused" if module.fused else ("reference: " + why if why else "reference")
+    for descriptor in model.modules():
+        if not isinstance(descriptor, DescrptDPA3):
+            continue
+        layers = list(descriptor.layers)
+        why = {layer.where: layer.fused_unsupported() for layer in layers} if fused else {}
+        blocking = [f"{where}: {w}" for where, w in why.items() if w]
+        on = fused and descriptor.update_angle and not blocking
+        descriptor.fused_angles = on
+        for layer in layers:
+            layer.fused = on
+            if not layer.update_angle:
+                chosen[layer.where] = "reference (update_angle=False: no angle path to fuse)"
+            elif on:
+                chosen[layer.where] = "fused"
+            elif blocking:
+                own = why[layer.where]
+                chosen[layer.where] = "reference: " + (own if own else "the descriptor's other layers need it ("
+                                                       + "; ".join(blocking) + ")")
+            else:
+                chosen[layer.where] = "reference"
     return chosen

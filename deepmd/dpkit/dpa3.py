@@ -9,7 +9,7 @@ normalisers stay the model's constants, so the static (e_sel/a_sel) and dynamic-
 The layer is in repflow_layer.py."""
 
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Final, List, Optional
 
 import numpy as np
 import torch
@@ -48,8 +48,13 @@ def used_width(real: torch.Tensor) -> int:
 
 
 class DescrptDPA3(Descriptor):
+    # Every layer's angle path through deepmd_kernels::repflow_angle, the angles packed to real pairs
+    # (build.set_layer_formulation sets it with the layers' `fused`; Final: one branch is compiled).
+    fused_angles: Final[bool]
+
     def __init__(self, node: Dict[str, Any], ntypes: int, where: str = "model.descriptor"):
         super().__init__()
+        self.fused_angles = False
         if node.get("type") != "dpa3":
             raise UnsupportedModel(f"{where}: descriptor type {node.get('type')!r} is not dpa3")
         check_version(node, where, 1, 2)
@@ -198,7 +203,16 @@ class DescrptDPA3(Descriptor):
             _, a_diff, a_sw = env.env_mat(coord, a_nlist, self.a_rcut, self.a_rcut_smth, self.protection,
                                           self.use_exp_switch)
             unit = a_diff / (env.safe_norm(a_diff).unsqueeze(-1) + 1e-6)
-            cosine = torch.matmul(unit, unit.transpose(-1, -2)) * (1 - 1e-6)
+            if self.fused_angles:
+                # real pairs only, packed (pack_angles' row-major order, as nonzero's): the same cosines
+                pair = a_mask.unsqueeze(-1) & a_mask.unsqueeze(-2)
+                pairs = pair.reshape(-1).nonzero().squeeze(1)
+                unit_rows = unit.reshape(-1, 3)
+                row_j = torch.div(pairs, nang, rounding_mode="floor")
+                row_k = torch.div(pairs, nang * nang, rounding_mode="floor") * nang + pairs % nang
+                cosine = (unit_rows[row_j] * unit_rows[row_k]).sum(-1) * (1 - 1e-6)
+            else:
+                cosine = torch.matmul(unit, unit.transpose(-1, -2)) * (1 - 1e-6)
             angle = self.angle_embd((cosine / self.sqrt_pi).unsqueeze(-1))
         else:
             nang = 1

@@ -105,6 +105,13 @@ def gather_neighbours(x_ext: torch.Tensor, flat_index: torch.Tensor, nf: int, nl
     return torch.index_select(x_ext.reshape(-1, width), 0, flat_index).reshape(nf, nloc, nnei, width)
 
 
+def pack_angles(x: torch.Tensor, a_mask: torch.Tensor) -> torch.Tensor:
+    """x [nf, nloc, A, A, ...] at the real pairs (a_mask_j & a_mask_k): [pairs, ...], centre by centre, j then
+    k in slot order: the fused kernel's packed angle layout (deepmd/kernels/repflow_angle.h)."""
+    pair = a_mask.unsqueeze(-1) & a_mask.unsqueeze(-2)
+    return x[pair]
+
+
 class RepFlowLayer(torch.nn.Module):
     # The angle path through deepmd_kernels::repflow_angle (deepmd/kernels) instead of the reference
     # formulation. Final: TorchScript compiles only the branch selected, so a reference graph never
@@ -328,27 +335,30 @@ class RepFlowLayer(torch.nn.Module):
         return self.act(self.edge_angle_linear2(reduced))
 
     def fused_angle(self, angle: torch.Tensor, node_a: torch.Tensor, edge_a: torch.Tensor, fallback: torch.Tensor,
-                    a_sw: torch.Tensor, full_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(edge_angle_update, combined angle) of the parallel update through the kernel: the per-(i, j)
-        and per-(i, k) parts of both angle linears are small products here; the per-angle work is the op's."""
-        nf, nloc, nang, a = angle.shape[0], angle.shape[1], angle.shape[2], angle.shape[4]
+                    a_mask: torch.Tensor, a_sw: torch.Tensor,
+                    full_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(edge_angle_update, combined angle) of the parallel update through the kernel, on packed angles
+        [pairs, a_dim] (pack_angles): the per-(i, j) and per-(i, k) parts of both angle linears are small
+        products here; the per-angle work is the op's."""
+        nf, nloc, nang, a = a_mask.shape[0], a_mask.shape[1], a_mask.shape[2], angle.shape[1]
         l1, l2 = self.edge_angle_linear1, self.angle_self_linear
         pe = torch.matmul(edge_a, l1.w3) + (torch.matmul(node_a, l1.w1) + l1.b).unsqueeze(2)
         pa = torch.matmul(edge_a, l2.w3) + (torch.matmul(node_a, l2.w1) + l2.b).unsqueeze(2)
         nb = nf * nloc
         reduced, angle_new = torch.ops.deepmd_kernels.repflow_angle(
-            angle.reshape(nb, nang, nang, a), a_sw.reshape(nb, nang), pe.reshape(nb, nang, self.e_dim),
+            angle, a_mask.reshape(nb, nang), a_sw.reshape(nb, nang), pe.reshape(nb, nang, self.e_dim),
             torch.matmul(edge_a, l1.w2).reshape(nb, nang, self.e_dim), l1.w0, pa.reshape(nb, nang, a),
             torch.matmul(edge_a, l2.w2).reshape(nb, nang, a), l2.w0, self.fused_res, self.fused_alpha,
             self.act.kind, self.act.threshold, self.act.slope, self.act.const, self.a_scale)
         eang = self.edge_angle_finish(reduced.reshape(nf, nloc, nang, self.e_dim), fallback, full_mask)
-        return eang, angle_new.reshape(nf, nloc, nang, nang, a)
+        return eang, angle_new
 
     def forward(self, node: torch.Tensor, node_ext: torch.Tensor, edge: torch.Tensor, angle: torch.Tensor,
                 h2sw: torch.Tensor, sw: torch.Tensor, flat_index: torch.Tensor, a_mask: torch.Tensor,
                 a_sw: torch.Tensor, full_mask: torch.Tensor,
                 node_only: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """node [nf,nloc,n], node_ext [nf,nall,n] (ghosts filled), edge [nf,nloc,N,e], angle [nf,nloc,A,A,a],
+        """node [nf,nloc,n], node_ext [nf,nall,n] (ghosts filled), edge [nf,nloc,N,e], angle [nf,nloc,A,A,a]
+        (fused: packed, [pairs, a], pack_angles),
         h2sw = h2⊙sw masked [nf,nloc,N,3], sw [nf,nloc,N], flat_index [nf*nloc*N], a_mask / a_sw
         [nf,nloc,A], full_mask [nf,nloc,N] (angle mask padded with False). node_only (the last layer, whose
         edges and angles nothing reads): in parallel mode the node update reads only the layer's inputs,
@@ -372,7 +382,7 @@ class RepFlowLayer(torch.nn.Module):
         eself = self.act(self.edge_self_linear.edge_form(node, node_ext, edge, flat_index))
         if self.update_angle and self.fused:
             node_a, edge_a = self.angle_inputs(node, edge, a_mask)
-            eang, angle_new = self.fused_angle(angle, node_a, edge_a, edge, a_sw, full_mask)
+            eang, angle_new = self.fused_angle(angle, node_a, edge_a, edge, a_mask, a_sw, full_mask)
             edge_new = self.combine(edge, [eself, eang], self.e_residual)
         elif self.update_angle:
             node_a, edge_a = self.angle_inputs(node, edge, a_mask)

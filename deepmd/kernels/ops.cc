@@ -21,18 +21,28 @@ using torch::autograd::variable_list;
 constexpr int64_t kGrain = 8;  // centres per task when intra-op threads are enabled
 
 struct Checked {
-  at::Tensor angle, sw, pe, qe, we, pa, qa, wa, res;
+  at::Tensor angle, real, sw, pe, qe, we, pa, qa, wa, res;
+  at::Tensor offset;  // [nb + 1] int64: each centre's first packed pair
 };
 
-Checked Check(const at::Tensor& angle, const at::Tensor& sw, const at::Tensor& pe, const at::Tensor& qe,
-              const at::Tensor& we, const at::Tensor& pa, const at::Tensor& qa, const at::Tensor& wa,
-              const at::Tensor& res, int64_t act) {
+Checked Check(const at::Tensor& angle, const at::Tensor& real, const at::Tensor& sw, const at::Tensor& pe,
+              const at::Tensor& qe, const at::Tensor& we, const at::Tensor& pa, const at::Tensor& qa,
+              const at::Tensor& wa, const at::Tensor& res, int64_t act) {
   const char* op = "deepmd_kernels::repflow_angle";
-  TORCH_CHECK(angle.dim() == 4 && angle.size(1) == angle.size(2), op, ": angle must be [nb, A, A, a_dim], got ",
+  TORCH_CHECK(real.dim() == 2 && real.scalar_type() == at::kBool && real.device().is_cpu(), op,
+              ": a_mask must be a CPU bool tensor [nb, A], got ", real.scalar_type(), " ", real.sizes());
+  TORCH_CHECK(angle.dim() == 2, op, ": angle must be packed [pairs, a_dim] (angle[a_mask_j & a_mask_k]), got ",
               angle.sizes());
-  const int64_t nb = angle.size(0), A = angle.size(1), a = angle.size(3), e = we.size(-1);
+  const int64_t nb = real.size(0), A = real.size(1), a = angle.size(1), e = we.size(-1);
   TORCH_CHECK(angle.scalar_type() == at::kFloat || angle.scalar_type() == at::kDouble, op,
               ": float32 or float64 only, got ", angle.scalar_type());
+  const at::Tensor real_c = real.contiguous();
+  at::Tensor offset = at::empty({nb + 1}, at::kLong);
+  PairOffsets(real_c.data_ptr<bool>(), nb, A, offset.data_ptr<int64_t>());
+  const int64_t pairs = offset.data_ptr<int64_t>()[nb];
+  TORCH_CHECK(angle.size(0) == pairs, op, ": angle has ", angle.size(0), " rows but a_mask has ", pairs,
+              " real pairs (the sum over centres of the squared real-slot count); pack the angles of exactly the "
+              "pairs a_mask_j & a_mask_k, centre by centre in slot order");
   TORCH_CHECK(IsSupported(act), op, ": activation kind ", act, " is not one the kernel implements (0, 1, 7, 8)");
   auto expect = [&](const at::Tensor& t, const char* name, at::IntArrayRef shape) {
     TORCH_CHECK(t.sizes() == shape, op, ": ", name, " must have shape ", shape, ", got ", t.sizes());
@@ -42,20 +52,30 @@ Checked Check(const at::Tensor& angle, const at::Tensor& sw, const at::Tensor& p
     return t.contiguous();
   };
   TORCH_CHECK(we.dim() == 2, op, ": w_edge must be [a_dim, e_dim], got ", we.sizes());
-  return {expect(angle, "angle", {nb, A, A, a}), expect(sw, "a_sw", {nb, A}),   expect(pe, "p_edge", {nb, A, e}),
-          expect(qe, "q_edge", {nb, A, e}),      expect(we, "w_edge", {a, e}),  expect(pa, "p_angle", {nb, A, a}),
-          expect(qa, "q_angle", {nb, A, a}),     expect(wa, "w_angle", {a, a}), expect(res, "residual", {a})};
+  return {expect(angle, "angle", {pairs, a}),
+          real_c,
+          expect(sw, "a_sw", {nb, A}),
+          expect(pe, "p_edge", {nb, A, e}),
+          expect(qe, "q_edge", {nb, A, e}),
+          expect(we, "w_edge", {a, e}),
+          expect(pa, "p_angle", {nb, A, a}),
+          expect(qa, "q_angle", {nb, A, a}),
+          expect(wa, "w_angle", {a, a}),
+          expect(res, "residual", {a}),
+          offset};
 }
 
 template <typename T>
 AngleInputs<T> Inputs(const Checked& c, double alpha, int64_t act, double threshold, double slope, double shift,
                       double scale) {
   AngleInputs<T> in;
-  in.nb = c.angle.size(0);
-  in.nang = c.angle.size(1);
-  in.a = c.angle.size(3);
+  in.nb = c.real.size(0);
+  in.nang = c.real.size(1);
+  in.a = c.angle.size(1);
   in.e = c.we.size(1);
   in.angle = c.angle.data_ptr<T>();
+  in.real = c.real.data_ptr<bool>();
+  in.offset = c.offset.data_ptr<int64_t>();
   in.sw = c.sw.data_ptr<T>();
   in.pe = c.pe.data_ptr<T>();
   in.qe = c.qe.data_ptr<T>();
@@ -70,19 +90,18 @@ AngleInputs<T> Inputs(const Checked& c, double alpha, int64_t act, double thresh
   return in;
 }
 
-std::tuple<at::Tensor, at::Tensor> RepflowAngleCpu(const at::Tensor& angle, const at::Tensor& a_sw,
-                                                   const at::Tensor& p_edge, const at::Tensor& q_edge,
-                                                   const at::Tensor& w_edge, const at::Tensor& p_angle,
-                                                   const at::Tensor& q_angle, const at::Tensor& w_angle,
-                                                   const at::Tensor& residual, double alpha, int64_t act,
-                                                   double threshold, double slope, double shift, double a_scale) {
-  const Checked c = Check(angle, a_sw, p_edge, q_edge, w_edge, p_angle, q_angle, w_angle, residual, act);
+std::tuple<at::Tensor, at::Tensor> RepflowAngleCpu(const at::Tensor& angle, const at::Tensor& a_mask,
+                                                   const at::Tensor& a_sw, const at::Tensor& p_edge,
+                                                   const at::Tensor& q_edge, const at::Tensor& w_edge,
+                                                   const at::Tensor& p_angle, const at::Tensor& q_angle,
+                                                   const at::Tensor& w_angle, const at::Tensor& residual, double alpha,
+                                                   int64_t act, double threshold, double slope, double shift,
+                                                   double a_scale) {
+  const Checked c = Check(angle, a_mask, a_sw, p_edge, q_edge, w_edge, p_angle, q_angle, w_angle, residual, act);
   at::Tensor reduced = at::empty(p_edge.sizes(), c.angle.options());
   at::Tensor angle_new = at::empty(c.angle.sizes(), c.angle.options());
-  if (angle.numel() == 0 || reduced.numel() == 0) {
+  if (reduced.numel() == 0) {  // no edge channels: angle_new still needs its update
     reduced.zero_();
-    angle_new.copy_(c.angle);
-    return {reduced, angle_new};
   }
   AT_DISPATCH_FLOATING_TYPES(c.angle.scalar_type(), "repflow_angle", [&] {
     const AngleInputs<scalar_t> in = Inputs<scalar_t>(c, alpha, act, threshold, slope, shift, a_scale);
@@ -94,15 +113,15 @@ std::tuple<at::Tensor, at::Tensor> RepflowAngleCpu(const at::Tensor& angle, cons
 
 class RepflowAngleFunction : public torch::autograd::Function<RepflowAngleFunction> {
  public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& angle, const at::Tensor& a_sw,
-                               const at::Tensor& p_edge, const at::Tensor& q_edge, const at::Tensor& w_edge,
-                               const at::Tensor& p_angle, const at::Tensor& q_angle, const at::Tensor& w_angle,
-                               const at::Tensor& residual, double alpha, int64_t act, double threshold, double slope,
-                               double shift, double a_scale) {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& angle, const at::Tensor& a_mask,
+                               const at::Tensor& a_sw, const at::Tensor& p_edge, const at::Tensor& q_edge,
+                               const at::Tensor& w_edge, const at::Tensor& p_angle, const at::Tensor& q_angle,
+                               const at::Tensor& w_angle, const at::Tensor& residual, double alpha, int64_t act,
+                               double threshold, double slope, double shift, double a_scale) {
     TORCH_CHECK(!w_edge.requires_grad() && !w_angle.requires_grad() && !residual.requires_grad(),
                 "deepmd_kernels::repflow_angle is an inference kernel: it differentiates the inputs, not the weights; "
                 "train with the reference formulation (deepmd.dpkit's default)");
-    ctx->save_for_backward({angle, a_sw, p_edge, q_edge, w_edge, p_angle, q_angle, w_angle, residual});
+    ctx->save_for_backward({angle, a_mask, a_sw, p_edge, q_edge, w_edge, p_angle, q_angle, w_angle, residual});
     ctx->saved_data["alpha"] = alpha;
     ctx->saved_data["act"] = act;
     ctx->saved_data["threshold"] = threshold;
@@ -113,8 +132,8 @@ class RepflowAngleFunction : public torch::autograd::Function<RepflowAngleFuncti
     static const auto op = c10::Dispatcher::singleton()
                                .findSchemaOrThrow("deepmd_kernels::repflow_angle", "")
                                .typed<decltype(RepflowAngleCpu)>();
-    auto [reduced, angle_new] = op.call(angle, a_sw, p_edge, q_edge, w_edge, p_angle, q_angle, w_angle, residual, alpha,
-                                        act, threshold, slope, shift, a_scale);
+    auto [reduced, angle_new] = op.call(angle, a_mask, a_sw, p_edge, q_edge, w_edge, p_angle, q_angle, w_angle,
+                                        residual, alpha, act, threshold, slope, shift, a_scale);
     return {reduced, angle_new};
   }
 
@@ -123,16 +142,13 @@ class RepflowAngleFunction : public torch::autograd::Function<RepflowAngleFuncti
                 "deepmd_kernels::repflow_angle is differentiable once only (create_graph=True asks for a second "
                 "derivative); use the reference formulation (export --reference-layers) for that");
     const variable_list s = ctx->get_saved_variables();
-    const Checked c = Check(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], ctx->saved_data["act"].toInt());
+    const Checked c = Check(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], ctx->saved_data["act"].toInt());
     const at::Tensor g_reduced = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(c.pe);
     const at::Tensor g_angle_new = grads[1].defined() ? grads[1].contiguous() : at::zeros_like(c.angle);
     at::Tensor g_angle = at::empty_like(c.angle), g_sw = at::empty_like(c.sw);
     at::Tensor g_pe = at::empty_like(c.pe), g_qe = at::empty_like(c.qe);
     at::Tensor g_pa = at::empty_like(c.pa), g_qa = at::empty_like(c.qa);
-    if (c.angle.numel() == 0 || c.pe.numel() == 0) {
-      g_angle.copy_(g_angle_new);
-      for (at::Tensor* t : {&g_sw, &g_pe, &g_qe, &g_pa, &g_qa}) t->zero_();
-    } else {
+    {
       AT_DISPATCH_FLOATING_TYPES(c.angle.scalar_type(), "repflow_angle_backward", [&] {
         const AngleInputs<scalar_t> in =
             Inputs<scalar_t>(c, ctx->saved_data["alpha"].toDouble(), ctx->saved_data["act"].toInt(),
@@ -151,18 +167,19 @@ class RepflowAngleFunction : public torch::autograd::Function<RepflowAngleFuncti
       });
     }
     const at::Tensor none;
-    return {g_angle, g_sw, g_pe, g_qe, none, g_pa, g_qa, none, none, none, none, none, none, none, none};
+    return {g_angle, none, g_sw, g_pe, g_qe, none, g_pa, g_qa, none, none, none, none, none, none, none, none};
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> RepflowAngleAutograd(const at::Tensor& angle, const at::Tensor& a_sw,
-                                                        const at::Tensor& p_edge, const at::Tensor& q_edge,
-                                                        const at::Tensor& w_edge, const at::Tensor& p_angle,
-                                                        const at::Tensor& q_angle, const at::Tensor& w_angle,
-                                                        const at::Tensor& residual, double alpha, int64_t act,
-                                                        double threshold, double slope, double shift, double a_scale) {
-  variable_list out = RepflowAngleFunction::apply(angle, a_sw, p_edge, q_edge, w_edge, p_angle, q_angle, w_angle,
-                                                  residual, alpha, act, threshold, slope, shift, a_scale);
+std::tuple<at::Tensor, at::Tensor> RepflowAngleAutograd(const at::Tensor& angle, const at::Tensor& a_mask,
+                                                        const at::Tensor& a_sw, const at::Tensor& p_edge,
+                                                        const at::Tensor& q_edge, const at::Tensor& w_edge,
+                                                        const at::Tensor& p_angle, const at::Tensor& q_angle,
+                                                        const at::Tensor& w_angle, const at::Tensor& residual,
+                                                        double alpha, int64_t act, double threshold, double slope,
+                                                        double shift, double a_scale) {
+  variable_list out = RepflowAngleFunction::apply(angle, a_mask, a_sw, p_edge, q_edge, w_edge, p_angle, q_angle,
+                                                  w_angle, residual, alpha, act, threshold, slope, shift, a_scale);
   return {out[0], out[1]};
 }
 
@@ -171,7 +188,8 @@ std::tuple<at::Tensor, at::Tensor> RepflowAngleAutograd(const at::Tensor& angle,
 
 TORCH_LIBRARY(deepmd_kernels, m) {
   m.def(
-      "repflow_angle(Tensor angle, Tensor a_sw, Tensor p_edge, Tensor q_edge, Tensor w_edge, Tensor p_angle, "
+      "repflow_angle(Tensor angle, Tensor a_mask, Tensor a_sw, Tensor p_edge, Tensor q_edge, Tensor w_edge, Tensor "
+      "p_angle, "
       "Tensor q_angle, Tensor w_angle, Tensor residual, float alpha, int act, float threshold, float slope, "
       "float shift, float a_scale) -> (Tensor reduced, Tensor angle_new)");
 }

@@ -1,10 +1,11 @@
-// Per-centre loops of the fused angle path (repflow_angle.h). The real slots of a centre are gathered
-// into compact scratch rows, so every inner loop runs over contiguous channels (GCC vectorises them;
-// target_clones adds AVX2 and AVX-512 versions chosen at load time).
+// Per-centre loops of the fused angle path (repflow_angle.h). A centre's real slots are gathered into
+// compact scratch rows; its packed angles are already compact. The small products run with the input
+// channel outermost, so consecutive updates go to different rows (no FMA latency chain) and the inner
+// loop is over contiguous output channels (GCC vectorises it; target_clones adds AVX2 and AVX-512
+// versions chosen at load time).
 #include "deepmd/kernels/repflow_angle.h"
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 namespace deepmd::kernels {
@@ -13,13 +14,13 @@ namespace {
 template <typename T>
 struct Scratch {
   std::vector<int64_t> idx;  // real slots
-  std::vector<T> sw, qe, qa, x, y, dy, z, dz, gy, gz, gqe, gqa, gsw, wet, wat;
+  std::vector<T> sw, pe, qe, pa, qa, y, dy, z, dz, gy, gz, gqe, gqa, gsw, wet, wat;
   void Reserve(int64_t nang, int64_t a, int64_t e) {
     const size_t n = static_cast<size_t>(nang);
     idx.resize(n);
     for (std::vector<T>* v : {&sw, &gsw}) v->resize(n);
-    for (std::vector<T>* v : {&qe, &y, &dy, &gy, &gqe}) v->resize(n * e);
-    for (std::vector<T>* v : {&qa, &x, &z, &dz, &gz, &gqa}) v->resize(n * a);
+    for (std::vector<T>* v : {&pe, &qe, &y, &dy, &gy, &gqe}) v->resize(n * e);
+    for (std::vector<T>* v : {&pa, &qa, &z, &dz, &gz, &gqa}) v->resize(n * a);
     wet.resize(a * e);
     wat.resize(a * a);
   }
@@ -40,75 +41,86 @@ __attribute__((always_inline)) inline void Affine(const T* __restrict x, const T
     T* __restrict yk = y + k * width;
     const T* __restrict qk = q + k * width;
     for (int64_t o = 0; o < width; ++o) yk[o] = p[o] + qk[o];
-    for (int64_t c = 0; c < a; ++c) {
+  }
+  for (int64_t c = 0; c < a; ++c) {
+    const T* __restrict wc = w + c * width;
+    for (int64_t k = 0; k < n; ++k) {
       const T xc = x[k * a + c];
-      const T* __restrict wc = w + c * width;
+      T* __restrict yk = y + k * width;
       for (int64_t o = 0; o < width; ++o) yk[o] += xc * wc[o];
     }
   }
 }
 
-// Compacts a centre's real slots: their indices, switches and q rows. Returns their count.
+// g[k, :] += d[k, :] Wt for k < n (d [n, w], Wt [w, a] the transposed weight, g [n, a]).
+template <typename T>
+__attribute__((always_inline)) inline void AddBack(const T* __restrict d, const T* __restrict wt, T* __restrict g,
+                                                   int64_t n, int64_t width, int64_t a) {
+  for (int64_t o = 0; o < width; ++o) {
+    const T* __restrict w = wt + o * a;
+    for (int64_t k = 0; k < n; ++k) {
+      const T v = d[k * width + o];
+      T* __restrict gk = g + k * a;
+      for (int64_t c = 0; c < a; ++c) gk[c] += v * w[c];
+    }
+  }
+}
+
+// Compacts a centre's real slots: their indices, switches and p, q rows. Returns their count.
 template <typename T>
 __attribute__((always_inline)) inline int64_t Gather(const AngleInputs<T>& in, int64_t b, Scratch<T>& s) {
   const int64_t A = in.nang, a = in.a, e = in.e;
-  const T* sw = in.sw + b * A;
+  const bool* real = in.real + b * A;
   int64_t n = 0;
   for (int64_t j = 0; j < A; ++j) {
-    if (sw[j] == T(0)) continue;
+    if (!real[j]) continue;
+    const int64_t row = b * A + j;
     s.idx[n] = j;
-    s.sw[n] = sw[j];
-    std::memcpy(&s.qe[n * e], in.qe + (b * A + j) * e, sizeof(T) * e);
-    std::memcpy(&s.qa[n * a], in.qa + (b * A + j) * a, sizeof(T) * a);
+    s.sw[n] = in.sw[row];
+    std::copy_n(in.pe + row * e, e, s.pe.data() + n * e);
+    std::copy_n(in.qe + row * e, e, s.qe.data() + n * e);
+    std::copy_n(in.pa + row * a, a, s.pa.data() + n * a);
+    std::copy_n(in.qa + row * a, a, s.qa.data() + n * a);
     ++n;
   }
   return n;
-}
-
-// Row j's angles at the real slots k, [n, a] (a pointer into the input when the real slots are 0..n-1).
-template <typename T>
-__attribute__((always_inline)) inline const T* AngleRow(const T* row, const Scratch<T>& s, T* buffer, int64_t n,
-                                                        int64_t a) {
-  if (n == 0 || s.idx[n - 1] == n - 1) return row;
-  for (int64_t kk = 0; kk < n; ++kk) std::memcpy(buffer + kk * a, row + s.idx[kk] * a, sizeof(T) * a);
-  return buffer;
 }
 
 template <typename T>
 __attribute__((always_inline)) inline void ForwardRange(const AngleInputs<T>& in, const AngleOutputs<T>& out,
                                                         int64_t b0, int64_t b1) {
   const int64_t A = in.nang, a = in.a, e = in.e;
+  // locals, so that the stores below cannot alias them (GCC vectorises the loops only then)
+  const T alpha = in.alpha, inv_scale = in.inv_scale;
+  const T* __restrict res = in.res;
   Scratch<T>& s = ThreadScratch<T>();
   s.Reserve(A, a, e);
   for (int64_t b = b0; b < b1; ++b) {
-    const T* ang = in.angle + b * A * A * a;
-    T* ang_out = out.angle_new + b * A * A * a;
     T* red = out.reduced + b * A * e;
-    std::memcpy(ang_out, ang, sizeof(T) * A * A * a);  // padded pairs keep their input
     std::fill(red, red + A * e, T(0));
     const int64_t n = Gather(in, b, s);
+    const T* ang = in.angle + in.offset[b] * a;
+    T* ang_out = out.angle_new + in.offset[b] * a;
     for (int64_t jj = 0; jj < n; ++jj) {
-      const int64_t j = s.idx[jj];
-      const T* x = AngleRow(ang + j * A * a, s, s.x.data(), n, a);
+      const T* x = ang + jj * n * a;  // row j: [n, a]
       // edge message: reduced_j = sw_j / scale * sum_k sw_k act(...)
-      Affine(x, in.we, in.pe + (b * A + j) * e, s.qe.data(), s.y.data(), n, a, e);
+      Affine(x, in.we, s.pe.data() + jj * e, s.qe.data(), s.y.data(), n, a, e);
       Apply<false>(in.act, s.y.data(), static_cast<T*>(nullptr), n * e);
-      T* __restrict rj = red + j * e;
+      T* __restrict rj = red + s.idx[jj] * e;
       for (int64_t kk = 0; kk < n; ++kk) {
         const T skk = s.sw[kk];
         const T* __restrict yk = s.y.data() + kk * e;
         for (int64_t o = 0; o < e; ++o) rj[o] += skk * yk[o];
       }
-      const T c = s.sw[jj] * in.inv_scale;
+      const T c = s.sw[jj] * inv_scale;
       for (int64_t o = 0; o < e; ++o) rj[o] *= c;
       // angle self update
-      Affine(x, in.wa, in.pa + (b * A + j) * a, s.qa.data(), s.z.data(), n, a, a);
+      Affine(x, in.wa, s.pa.data() + jj * a, s.qa.data(), s.z.data(), n, a, a);
       Apply<false>(in.act, s.z.data(), static_cast<T*>(nullptr), n * a);
+      T* __restrict dst = ang_out + jj * n * a;
+      const T* __restrict z = s.z.data();
       for (int64_t kk = 0; kk < n; ++kk) {
-        T* __restrict dst = ang_out + (j * A + s.idx[kk]) * a;
-        const T* __restrict xk = x + kk * a;
-        const T* __restrict zk = s.z.data() + kk * a;
-        for (int64_t o = 0; o < a; ++o) dst[o] = in.alpha * xk[o] + in.res[o] * zk[o];
+        for (int64_t o = 0; o < a; ++o) dst[kk * a + o] = alpha * x[kk * a + o] + res[o] * z[kk * a + o];
       }
     }
   }
@@ -118,6 +130,8 @@ template <typename T>
 __attribute__((always_inline)) inline void BackwardRange(const AngleInputs<T>& in, const AngleGradients<T>& g,
                                                          int64_t b0, int64_t b1) {
   const int64_t A = in.nang, a = in.a, e = in.e;
+  const T alpha = in.alpha, inv_scale = in.inv_scale;
+  const T* __restrict res = in.res;
   Scratch<T>& s = ThreadScratch<T>();
   s.Reserve(A, a, e);
   for (int64_t c = 0; c < a; ++c) {  // transposed weights: the gradient loops run over angle channels
@@ -125,27 +139,26 @@ __attribute__((always_inline)) inline void BackwardRange(const AngleInputs<T>& i
     for (int64_t o = 0; o < a; ++o) s.wat[o * a + c] = in.wa[c * a + o];
   }
   for (int64_t b = b0; b < b1; ++b) {
-    const T* ang = in.angle + b * A * A * a;
-    const T* gang = g.g_angle_new + b * A * A * a;
-    T* gx_out = g.angle + b * A * A * a;
-    std::memcpy(gx_out, gang, sizeof(T) * A * A * a);  // padded pairs: angle_new = angle
     std::fill(g.sw + b * A, g.sw + (b + 1) * A, T(0));
     std::fill(g.pe + b * A * e, g.pe + (b + 1) * A * e, T(0));
     std::fill(g.qe + b * A * e, g.qe + (b + 1) * A * e, T(0));
     std::fill(g.pa + b * A * a, g.pa + (b + 1) * A * a, T(0));
     std::fill(g.qa + b * A * a, g.qa + (b + 1) * A * a, T(0));
     const int64_t n = Gather(in, b, s);
+    const T* ang = in.angle + in.offset[b] * a;
+    const T* gang = g.g_angle_new + in.offset[b] * a;
+    T* gx_out = g.angle + in.offset[b] * a;
     std::fill(s.gqe.begin(), s.gqe.begin() + n * e, T(0));
     std::fill(s.gqa.begin(), s.gqa.begin() + n * a, T(0));
     std::fill(s.gsw.begin(), s.gsw.begin() + n, T(0));
     for (int64_t jj = 0; jj < n; ++jj) {
       const int64_t j = s.idx[jj];
-      const T* x = AngleRow(ang + j * A * a, s, s.x.data(), n, a);
+      const T* x = ang + jj * n * a;
       // edge message: u = act(y), reduced_j = sw_j / scale * sum_k sw_k u_k
-      Affine(x, in.we, in.pe + (b * A + j) * e, s.qe.data(), s.y.data(), n, a, e);
+      Affine(x, in.we, s.pe.data() + jj * e, s.qe.data(), s.y.data(), n, a, e);
       Apply<true>(in.act, s.y.data(), s.dy.data(), n * e);
       const T* __restrict gr = g.g_reduced + (b * A + j) * e;
-      const T sj = s.sw[jj] * in.inv_scale;
+      const T sj = s.sw[jj] * inv_scale;
       T* __restrict gpe = g.pe + (b * A + j) * e;
       T gsw_j = 0;
       for (int64_t kk = 0; kk < n; ++kk) {
@@ -159,42 +172,34 @@ __attribute__((always_inline)) inline void BackwardRange(const AngleInputs<T>& i
         s.gsw[kk] += sj * t;
         const T ck = sj * s.sw[kk];
         for (int64_t o = 0; o < e; ++o) {
-          gyk[o] = ck * gr[o] * dk[o];
-          gpe[o] += gyk[o];
-          gqk[o] += gyk[o];
+          const T gy = ck * gr[o] * dk[o];
+          gyk[o] = gy;
+          gpe[o] += gy;
+          gqk[o] += gy;
         }
       }
-      s.gsw[jj] += gsw_j * in.inv_scale;
+      s.gsw[jj] += gsw_j * inv_scale;
       // angle self update: angle_new = alpha angle + res act(z)
-      Affine(x, in.wa, in.pa + (b * A + j) * a, s.qa.data(), s.z.data(), n, a, a);
+      Affine(x, in.wa, s.pa.data() + jj * a, s.qa.data(), s.z.data(), n, a, a);
       Apply<true>(in.act, s.z.data(), s.dz.data(), n * a);
       T* __restrict gpa = g.pa + (b * A + j) * a;
+      const T* __restrict gk = gang + jj * n * a;  // row j of the incoming gradient: [n, a]
+      T* __restrict gx = gx_out + jj * n * a;
       for (int64_t kk = 0; kk < n; ++kk) {
-        const int64_t k = s.idx[kk];
-        const T* __restrict gk = gang + (j * A + k) * a;
         const T* __restrict dk = s.dz.data() + kk * a;
         T* __restrict gzk = s.gz.data() + kk * a;
         T* __restrict gqk = s.gqa.data() + kk * a;
         for (int64_t o = 0; o < a; ++o) {
-          gzk[o] = in.res[o] * gk[o] * dk[o];
-          gpa[o] += gzk[o];
-          gqk[o] += gzk[o];
-        }
-        // d/d angle_jk = alpha g + W_e gy + W_a gz
-        T* __restrict gx = gx_out + (j * A + k) * a;
-        for (int64_t c = 0; c < a; ++c) gx[c] = in.alpha * gk[c];
-        const T* __restrict gyk = s.gy.data() + kk * e;
-        for (int64_t o = 0; o < e; ++o) {
-          const T v = gyk[o];
-          const T* __restrict w = s.wet.data() + o * a;
-          for (int64_t c = 0; c < a; ++c) gx[c] += v * w[c];
-        }
-        for (int64_t o = 0; o < a; ++o) {
-          const T v = gzk[o];
-          const T* __restrict w = s.wat.data() + o * a;
-          for (int64_t c = 0; c < a; ++c) gx[c] += v * w[c];
+          const T gz = res[o] * gk[kk * a + o] * dk[o];
+          gzk[o] = gz;
+          gpa[o] += gz;
+          gqk[o] += gz;
+          gx[kk * a + o] = alpha * gk[kk * a + o];
         }
       }
+      // d/d angle_jk = alpha g + W_e gy + W_a gz
+      AddBack(s.gy.data(), s.wet.data(), gx, n, e, a);
+      AddBack(s.gz.data(), s.wat.data(), gx, n, a, a);
     }
     for (int64_t kk = 0; kk < n; ++kk) {
       const int64_t k = s.idx[kk];
@@ -208,6 +213,15 @@ __attribute__((always_inline)) inline void BackwardRange(const AngleInputs<T>& i
 }
 
 }  // namespace
+
+void PairOffsets(const bool* real, int64_t nb, int64_t nang, int64_t* offset) {
+  offset[0] = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    int64_t n = 0;
+    for (int64_t j = 0; j < nang; ++j) n += real[b * nang + j] ? 1 : 0;
+    offset[b + 1] = offset[b] + n * n;
+  }
+}
 
 #define DEEPMD_KERNELS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 

@@ -102,14 +102,15 @@ def graph_steps(args) -> dict:
             **{f + "_s": float(np.median(t)) for f, t in times.items()}}
 
 
-def angle_path(layer, x: list, fused: bool):
-    """Forward + backward of the layer's angle path (edge-angle message and the angle update)."""
+def angle_path(layer, x: list, fused: bool, packed: torch.Tensor):
+    """Forward + backward of the layer's angle path (edge-angle message and the angle update); the fused
+    path on the packed angles (real pairs only), the layout the fused model keeps from its start."""
     node, node_ext, edge, angle, h2sw, sw, flat_index, a_mask, a_sw, full_mask = x[:10]
     edge = edge.detach().requires_grad_(True)
-    angle = angle.detach().requires_grad_(True)
+    angle = (packed if fused else angle).detach().requires_grad_(True)
     node_a, edge_a = layer.angle_inputs(node, edge, a_mask)
     if fused:
-        eang, angle_new = layer.fused_angle(angle, node_a, edge_a, edge, a_sw, full_mask)
+        eang, angle_new = layer.fused_angle(angle, node_a, edge_a, edge, a_mask, a_sw, full_mask)
     else:
         eang = layer.edge_angle_update(angle, node_a, edge_a, edge, a_sw, full_mask)
         aself = layer.act(layer.angle_self_linear.angle_form(angle, node_a, edge_a))
@@ -124,7 +125,7 @@ def angle_benchmark(args) -> dict:
     torch.ops.load_library(args.ops_library)
     torch.set_num_threads(1)
     name = args.one
-    model = build_model(args.root, name, True)
+    model = build_model(args.root, name, False)  # captures the padded angles; the fused path packs them
     pos, atype, box = system(args.root, args.replicate)
     s = extend(pos, atype, box, model.rcut)
     layer = model.descriptor.layers[0]
@@ -142,15 +143,19 @@ def angle_benchmark(args) -> dict:
         RegularGraph(model).forward_lower(s["coord"], s["atype"], s["nlist"], s["mapping"], None, None, False)
     finally:
         type(layer).forward = original
+    from deepmd.dpkit import build
+    build.set_layer_formulation(model, True)  # eager: both paths of the layer stay callable
     x = [t.detach() if isinstance(t, torch.Tensor) else t for t in captured[0]]
     angle = x[3]
     times: Dict[str, List[float]] = {f: [] for f in FORMULATIONS}
+    from deepmd.dpkit.repflow_layer import pack_angles
+    packed = pack_angles(angle, x[7])
     for f in FORMULATIONS:
-        angle_path(layer, x, f == "fused")  # warm up
+        angle_path(layer, x, f == "fused", packed)  # warm up
     for i in range(args.steps):
         for f in (FORMULATIONS if i % 2 == 0 else FORMULATIONS[::-1]):
             t0 = time.perf_counter()
-            angle_path(layer, x, f == "fused")
+            angle_path(layer, x, f == "fused", packed)
             times[f].append(time.perf_counter() - t0)
     nloc = angle.shape[1]
     real = int((x[8] != 0).sum())

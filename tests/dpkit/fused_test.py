@@ -133,14 +133,16 @@ for _stem in repflow_stems():
     setattr(FixtureModelsTest, f"test_{_name}_with_comm", lambda self, s=_stem: self.check(s, True))
 
 
-def config_model_dict(path: str, precision: str = "") -> dict:
-    """The freshly initialised model of a training input (seed 1), optionally in another precision."""
+def config_model_dict(path: str, precision: str = "", repflow: dict = None) -> dict:
+    """The freshly initialised model of a training input (seed 1), optionally in another precision and with
+    other repflow options."""
     from deepmd.dpkit.init import model_dict_from_input
     with open(os.path.join(REPO, path)) as f:
         section = json.load(f)["model"]
     if precision:
         section["descriptor"]["precision"] = precision
         section["fitting_net"]["precision"] = precision
+    section["descriptor"]["repflow"].update(repflow or {})
     return model_dict_from_input(section, 1)
 
 
@@ -158,8 +160,8 @@ def run(graph, s, atomic: bool = True):
 class ConfigModelsTest(unittest.TestCase):
     """The two float32 DPA3 configurations the benchmarks run, on a water-density box."""
 
-    def check(self, path: str, precision: str = "", tolerance: float = 1e-5) -> None:
-        node = config_model_dict(path, precision)
+    def check(self, path: str, precision: str = "", tolerance: float = 1e-5, repflow: dict = None) -> None:
+        node = config_model_dict(path, precision, repflow)
         fused_model, chosen = built(node, True)
         ref_model, _ = built(node, False)
         self.assertEqual(set(chosen.values()), {"fused"}, chosen)
@@ -182,6 +184,17 @@ class ConfigModelsTest(unittest.TestCase):
 
     def test_dpa3_realistic_float64(self):
         self.check("examples/models/dpa3_realistic.json", "float64", 1e-12)
+
+    def test_a_sel_below_the_real_count(self):
+        """a_sel 6 with ~27 neighbours within a_rcut: the angle list is cut (the first a_sel entries), and
+        res_avg's update style; float64 to 1e-12."""
+        pos, _, box = water(60, 4, 2)
+        d = pos.unsqueeze(0) - pos.unsqueeze(1)
+        d = d - torch.round(d / torch.tensor(box, dtype=d.dtype)) * torch.tensor(box, dtype=d.dtype)
+        within = (d.norm(dim=-1) < 4.0).sum(-1) - 1
+        self.assertGreater(int(within.min()), 6)  # every atom has more real angle neighbours than a_sel
+        self.check("examples/models/dpa3_realistic.json", "float64", 1e-12,
+                   {"a_sel": 6, "update_style": "res_avg"})
 
 
 class FallbackTest(unittest.TestCase):
