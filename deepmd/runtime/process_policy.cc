@@ -1,5 +1,6 @@
 #include "deepmd/runtime/process_policy.h"
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 
@@ -17,6 +18,7 @@ namespace {
 
 std::atomic<bool> g_by_host{false};
 std::atomic<bool> g_keeps_freed_memory{false};
+std::atomic<bool> g_flushes_denormals{false};
 
 // OpenBLAS's thread controls, looked up in the copy LibTorch already loaded (RTLD_NOLOAD: never load
 // one; a plugin loaded RTLD_LOCAL cannot see it through RTLD_DEFAULT).
@@ -43,6 +45,13 @@ absl::StatusOr<ProcessPolicy> PolicyFromEnvironment(bool multi_rank, std::string
   ProcessPolicy policy;
   const char* malloc_env = std::getenv("DEEPMD_MALLOC");
   policy.keep_freed_memory = malloc_env == nullptr || std::strcmp(malloc_env, "system") != 0;
+  const char* denormals = std::getenv("DEEPMD_DENORMALS");
+  if (denormals != nullptr && *denormals != '\0' && std::strcmp(denormals, "ieee") != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("DEEPMD_DENORMALS='", denormals,
+                                                   "' is not understood: set it to 'ieee' (keep denormal floats) "
+                                                   "or unset it (flush them to zero)"));
+  }
+  policy.flush_denormals = denormals == nullptr || *denormals == '\0';
   const char* env = std::getenv("DEEPMD_NUM_THREADS");
   if (env == nullptr || *env == '\0') {
     policy.threads = multi_rank ? 1 : 0;
@@ -70,6 +79,8 @@ void ApplyProcessPolicy(const ProcessPolicy& policy, bool by_host) {
     KeepFreedMemory();
     g_keeps_freed_memory = true;
   }
+  // setFlushDenormal is false where the CPU has no FTZ/DAZ; the log then says denormals are kept.
+  g_flushes_denormals = at::globalContext().setFlushDenormal(policy.flush_denormals) && policy.flush_denormals;
   if (policy.threads > 0) at::set_num_threads(policy.threads);
   const OpenBlas& blas = FindOpenBlas();
   if (policy.blas_threads > 0 && blas.set_num_threads != nullptr) blas.set_num_threads(policy.blas_threads);
@@ -85,10 +96,12 @@ int BlasThreads() {
 
 std::string DescribeProcessPolicy() {
   const int blas = BlasThreads();
-  return absl::StrCat(g_keeps_freed_memory ? "malloc keeps freed memory (DEEPMD_MALLOC=system: glibc's defaults)"
-                                           : "glibc's malloc defaults",
-                      ", ", at::get_num_threads(), " LibTorch thread(s), ",
-                      blas > 0 ? absl::StrCat(blas, " OpenBLAS thread(s)") : std::string("no OpenBLAS"), " per rank");
+  return absl::StrCat(
+      g_keeps_freed_memory ? "malloc keeps freed memory (DEEPMD_MALLOC=system: glibc's defaults)"
+                           : "glibc's malloc defaults",
+      g_flushes_denormals ? ", denormals flushed to zero (DEEPMD_DENORMALS=ieee: kept)" : ", IEEE denormals", ", ",
+      at::get_num_threads(), " LibTorch thread(s), ",
+      blas > 0 ? absl::StrCat(blas, " OpenBLAS thread(s)") : std::string("no OpenBLAS"), " per rank");
 }
 
 }  // namespace deepmd::runtime

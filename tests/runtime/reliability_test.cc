@@ -173,6 +173,36 @@ TEST(Threads, OpenBlasRunsWithAsManyThreadsAsLibTorch) {
   EXPECT_THAT(DescribeProcessPolicy(), HasSubstr("1 OpenBLAS thread(s)"));
 }
 
+// Denormal floats are flushed to zero on the thread that applied the policy, unless
+// DEEPMD_DENORMALS=ieee; anything else is an error naming the variable.
+float TimesOne(float x) {
+  volatile float one = 1.0f;  // not folded at compile time: the CPU's MXCSR decides
+  return x * one;
+}
+
+TEST(Denormals, FlushedByDefaultKeptWithIeee) {
+  const float denormal = std::numeric_limits<float>::min() / 4;
+  setenv("DEEPMD_DENORMALS", "ieee", 1);
+  absl::StatusOr<ProcessPolicy> ieee = PolicyFromEnvironment(/*multi_rank=*/true);
+  ASSERT_TRUE(ieee.ok()) << ieee.status();
+  EXPECT_FALSE(ieee->flush_denormals);
+  ApplyProcessPolicy(*ieee);
+  EXPECT_EQ(TimesOne(denormal), denormal);
+  EXPECT_THAT(DescribeProcessPolicy(), HasSubstr("IEEE denormals"));
+  unsetenv("DEEPMD_DENORMALS");
+  absl::StatusOr<ProcessPolicy> flush = PolicyFromEnvironment(/*multi_rank=*/true);
+  ASSERT_TRUE(flush.ok()) << flush.status();
+  EXPECT_TRUE(flush->flush_denormals);
+  ApplyProcessPolicy(*flush);
+  EXPECT_EQ(TimesOne(denormal), 0.0f);
+  EXPECT_THAT(DescribeProcessPolicy(), HasSubstr("denormals flushed to zero"));
+  setenv("DEEPMD_DENORMALS", "fast", 1);
+  absl::StatusOr<ProcessPolicy> bad = PolicyFromEnvironment(/*multi_rank=*/true);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("DEEPMD_DENORMALS='fast' is not understood"))
+      << bad.status();
+  unsetenv("DEEPMD_DENORMALS");
+}
+
 // Cells: one atom, cutoff 1 A unless said otherwise.
 absl::Status Images(const std::array<double, 9>& cell, std::vector<double> coord = {0.01, 0.01, 0.01},
                     double cutoff = 1.0, std::array<bool, 3> periodic = {true, true, true}) {
