@@ -242,8 +242,9 @@ void PairDeepMD::RebuildTopology() {
   // Rounds until every rank's stages agree with its peers' (swap_pattern.h); one for periodic boxes.
   comm_mode_ = CommMode::kDiscoverSwaps;
   swaps_.Begin();
-  int changed_and_stages[2];
+  int changed_and_stages[2], rounds = 0;
   do {
+    ++rounds;
     swaps_.BeginForward();
     comm->forward_comm_pair(this);
     swaps_.BeginReverse();
@@ -273,7 +274,7 @@ void PairDeepMD::RebuildTopology() {
     status = deepmd::runtime::StatusFromException(std::current_exception(), "rebuilding the topology");
   }
   StopIfAnyRankFailed(status, /*agreed=*/false);
-  profile_.AddPlanDiscovery(start);
+  profile_.AddPlanDiscovery(start, rounds);
 
   input_.atype = atype_;
   input_.ids = ids_;
