@@ -50,8 +50,8 @@ PairDeepMD::PairDeepMD(LAMMPS* lmp) : Pair(lmp) {
   manybody_flag = 1;
   no_virial_fdotr_compute = 1;  // the model's virial includes every many-body term
   centroidstressflag = kCentroidAvailable;
-  comm_forward = deepmd::lammps::SwapPattern::kWordsPerRow;  // swap discovery; settings() raises these for spins
-  comm_reverse = deepmd::lammps::SwapPattern::kWordsPerRow;  // and model deviation
+  // Doubles per atom of swap discovery; settings() raises these for spins and model deviation.
+  comm_forward = comm_reverse = deepmd::lammps::SwapPattern::kWordsPerRow;
   MPI_Comm_dup(world, &plan_comm_);
 }
 

@@ -25,7 +25,7 @@ from tests.lammps.models import MODELS, archive_path
 # Rank counts per system (kept lean: dpa3 runs every count on the slab and the droplet, the others each
 # count once).
 NRANKS = {
-    "dpa3": {"slab": (2, 3, 4, 5), "droplet": (2, 3, 4, 5), "cluster": (4, 5)},
+    "dpa3": {"slab": (2, 3, 4, 5), "droplet": (2, 3, 4, 5), "cluster": (5,)},
     "dpa2": {"slab": (3, 5), "droplet": (2, 4)},
     "dpa3_spin": {"slab": (2, 4), "droplet": (3, 5), "cluster": (5,)},
 }
