@@ -53,9 +53,9 @@ PairDeepMD::PairDeepMD(LAMMPS* lmp) : Pair(lmp) {
   manybody_flag = 1;
   no_virial_fdotr_compute = 1;  // the model's virial includes every many-body term
   centroidstressflag = kCentroidAvailable;
-  pppmflag = 1;      // kspace_style pppm alongside (deepmd-kit's long-range recipe): extract("cut_coul")
-  comm_forward = 1;  // swap discovery; settings() raises these for spins and model deviation
-  comm_reverse = 1;
+  pppmflag = 1;  // kspace_style pppm alongside (deepmd-kit's long-range recipe): extract("cut_coul")
+  // Doubles per atom of swap discovery; settings() raises these for spins and model deviation.
+  comm_forward = comm_reverse = deepmd::lammps::SwapPattern::kWordsPerRow;
   MPI_Comm_dup(world, &plan_comm_);
 }
 
@@ -166,9 +166,10 @@ void PairDeepMD::Settings(int narg, char** arg) {
                                m.dim_aparam, options_.aparam.size()));
   }
   const int nmodels = static_cast<int>(models_->size());
-  // Doubles per atom in our pair comm: 1 (swap discovery), 4 (spins), 3 per model (deviation), 3 (fm).
-  comm_forward = spin_style() ? 4 : 1;
-  comm_reverse = std::max({1, nmodels > 1 ? 3 * nmodels : 0, spin_style() ? 3 : 0});
+  // Doubles per atom in our pair comm: swap discovery's, 4 (spins), 3 per model (deviation), 3 (fm).
+  constexpr int kDiscovery = deepmd::lammps::SwapPattern::kWordsPerRow;
+  comm_forward = std::max(kDiscovery, spin_style() ? 4 : 0);
+  comm_reverse = std::max({kDiscovery, nmodels > 1 ? 3 * nmodels : 0, spin_style() ? 3 : 0});
   outputs_.assign(nmodels, ComputeOutput());
   model_generation_.assign(nmodels, -1);
   cut_coul_ = models_->rcut();
@@ -236,13 +237,6 @@ void PairDeepMD::InitStyle() {
                    "pair_style %s needs 'units metal' (Å, eV, ps), the units of deepmd models; the input uses '%s'",
                    style, update->unit_style));
   }
-  if (comm->style != 0) {
-    error->all(
-        FLERR,
-        absl::StrFormat("pair_style %s supports 'comm_style brick' only (the ghost swaps of 'comm_style tiled' are not "
-                        "supported yet): use comm_style brick",
-                        style));
-  }
   for (size_t k = 0; k < models_->size(); ++k) {
     absl::Status runs =
         deepmd::runtime::CheckRunsOnRanks(models_->model(k).metadata(), options_.models[k], comm->nprocs);
@@ -276,17 +270,25 @@ double PairDeepMD::init_one(int i, int j) {
 void PairDeepMD::RebuildTopology() {
   const int nlocal = atom->nlocal, nghost = atom->nghost, nall = nlocal + nghost;
   const auto start = deepmd::lammps::StepProfile::Clock::now();
+  // Rounds until every rank's stages agree with its peers' (swap_pattern.h); one for periodic boxes.
   comm_mode_ = CommMode::kDiscoverSwaps;
-  swaps_.BeginForward();
-  comm->forward_comm_pair(this);
-  swaps_.BeginReverse();
-  comm->reverse_comm_pair(this);
+  swaps_.Begin();
+  int changed_and_stages[2], rounds = 0;
+  do {
+    ++rounds;
+    swaps_.BeginForward();
+    comm->forward_comm_pair(this);
+    swaps_.BeginReverse();
+    comm->reverse_comm_pair(this);
+    const int mine[2] = {swaps_.EndRound() ? 1 : 0, swaps_.num_stages()};
+    MPI_Allreduce(mine, changed_and_stages, 2, MPI_INT, MPI_MAX, world);
+  } while (swaps_.AnotherRound(changed_and_stages[0] != 0));
   comm_mode_ = CommMode::kNone;
   // Local work only until the ranks agree, so that a failure here (out of memory, ...) stops all.
   absl::Status status;
   try {
     absl::StatusOr<std::vector<int32_t>> plan =
-        swaps_.BuildPlan(MPI_Comm_c2f(plan_comm_), comm->me, comm->nprocs, nlocal, nghost);
+        swaps_.BuildPlan(MPI_Comm_c2f(plan_comm_), comm->me, comm->nprocs, nlocal, nghost, changed_and_stages[1]);
     if (plan.ok()) plan_ = *std::move(plan);
     status = plan.status();
     atype_.resize(nall);
@@ -303,7 +305,7 @@ void PairDeepMD::RebuildTopology() {
     status = deepmd::runtime::StatusFromException(std::current_exception(), "rebuilding the topology");
   }
   StopIfAnyRankFailed(status, /*agreed=*/false);
-  profile_.AddPlanDiscovery(start);
+  profile_.AddPlanDiscovery(start, rounds);
 
   input_.atype = atype_;
   input_.ids = ids_;
@@ -524,8 +526,7 @@ void PairDeepMD::Abort(const absl::Status& status) {
 int PairDeepMD::pack_forward_comm(int n, int* list, double* buf, int /*pbc_flag*/, int* /*pbc*/) {
   switch (comm_mode_) {
     case CommMode::kDiscoverSwaps:
-      swaps_.PackForward(n, list, comm->me, buf);
-      return n;
+      return swaps_.PackForward(n, list, comm->me, buf);
     case CommMode::kSpins:
       return SpinPackForward(n, list, buf);
     default:
@@ -549,8 +550,7 @@ void PairDeepMD::unpack_forward_comm(int n, int first, double* buf) {
 int PairDeepMD::pack_reverse_comm(int n, int first, double* buf) {
   switch (comm_mode_) {
     case CommMode::kDiscoverSwaps:
-      swaps_.PackReverse(n, comm->me, buf);
-      return n;
+      return swaps_.PackReverse(n, first, comm->me, buf);
     case CommMode::kFoldModelForces: {
       int m = 0;
       for (int i = first; i < first + n; ++i) {

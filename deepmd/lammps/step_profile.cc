@@ -58,7 +58,8 @@ void StepProfile::WriteIfRequested() const {
   getrusage(RUSAGE_SELF, &usage);
   std::fprintf(f, "{\"rank\": %d, \"nlocal\": %d, \"nghost\": %d, \"peak_rss_bytes\": %lld,\n", rank_, nlocal_, nghost_,
                static_cast<long long>(usage.ru_maxrss) * 1024);
-  std::fprintf(f, " \"plan_discovery_seconds\": %.9g,\n", plan_discovery_seconds_);
+  std::fprintf(f, " \"plan_discovery_seconds\": %.9g, \"plan_discovery_max_rounds\": %d,\n", plan_discovery_seconds_,
+               plan_discovery_max_rounds_);
   WriteTotals(f, "steady", steady_);
   std::fprintf(f, ",\n");
   WriteTotals(f, "rebuild", rebuild_);

@@ -22,7 +22,11 @@ class StepProfile {
   // differences under steps with or without a rebuild.
   void Begin(const runtime::DeepPot& model);
   void End(const runtime::DeepPot& model, bool rebuilt, int nlocal, int nghost);
-  void AddPlanDiscovery(Clock::time_point start) { plan_discovery_seconds_ += Since(start); }
+  // One swap discovery (swap_pattern.h) of `rounds` rounds.
+  void AddPlanDiscovery(Clock::time_point start, int rounds) {
+    plan_discovery_seconds_ += Since(start);
+    if (rounds > plan_discovery_max_rounds_) plan_discovery_max_rounds_ = rounds;
+  }
 
   // Writes PREFIX.rank<rank>.json if DEEPMD_PROFILE is set; otherwise does nothing.
   void WriteIfRequested() const;
@@ -40,6 +44,7 @@ class StepProfile {
   runtime::ComputeTimes runtime_before_;
   Totals steady_, rebuild_;
   double plan_discovery_seconds_ = 0;
+  int plan_discovery_max_rounds_ = 0;
   int rank_ = 0, nlocal_ = 0, nghost_ = 0;
 };
 

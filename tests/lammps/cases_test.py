@@ -241,8 +241,6 @@ class Case:
             ("units_real", 2, harness.lammps_input(dpa3, grid="2 1 1").replace("units metal", "units real"),
              "needs 'units metal'"),
             ("unknown_element", 2, harness.lammps_input(self.model("dpa3", "O C"), grid="2 1 1"), "element 'C' (atom type 2)"),
-            ("tiled", 2, harness.lammps_input(dpa3, grid="2 1 1").replace("read_data", "comm_style tiled\nread_data"),
-             "comm_style brick"),
             ("missing_spins", 2, harness.lammps_input(self.model("dpa3_spin", "Ni O"), grid="2 1 1").replace(
                 "pair_style deepmd ", "pair_style deepmd/spin "), "d2_sp 4 ghost yes"),
             ("bad_keyword", 2, harness.lammps_input(dpa3, grid="2 1 1").replace("dpa3.pt2", "dpa3.pt2 out_freqq 3"),

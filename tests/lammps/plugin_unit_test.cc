@@ -1,98 +1,14 @@
-// The LAMMPS-free pieces of the plugin: swap discovery -> plan, pair_style / pair_coeff arguments, and
-// the model deviation file's format.
+// The LAMMPS-free pieces of the plugin: pair_style / pair_coeff arguments and the model deviation
+// file's format (swap discovery: swap_pattern_test.cc).
 #include <string>
 #include <vector>
 
 #include "deepmd/lammps/deviation_file.h"
 #include "deepmd/lammps/pair_options.h"
-#include "deepmd/lammps/swap_pattern.h"
-#include "deepmd/ops/plan.h"
 #include "gtest/gtest.h"
 
 namespace deepmd::lammps {
 namespace {
-
-// Plays LAMMPS's forward then reverse pair communication for one rank whose swaps are given.
-struct FakeSwap {
-  std::vector<int> send_rows;
-  int send_peer, recv_count, recv_first, recv_peer;
-};
-
-void Discover(SwapPattern& pattern, const std::vector<FakeSwap>& swaps, int rank) {
-  std::vector<double> buf(64);
-  pattern.BeginForward();
-  for (const FakeSwap& s : swaps) {
-    pattern.PackForward(static_cast<int>(s.send_rows.size()), s.send_rows.data(), rank, buf.data());
-    std::vector<double> received(s.recv_count, s.recv_peer);  // what the peer packed: its rank
-    pattern.UnpackForward(s.recv_count, s.recv_first, received.data());
-  }
-  pattern.BeginReverse();
-  for (auto it = swaps.rbegin(); it != swaps.rend(); ++it) {
-    pattern.PackReverse(it->recv_count, rank, buf.data());
-    std::vector<double> returned(it->send_rows.size(), it->send_peer);  // the receiver's rank
-    pattern.UnpackReverse(static_cast<int>(it->send_rows.size()), returned.data());
-  }
-}
-
-TEST(SwapPatternTest, TwoRanksWithMultiHopAndEmptySwaps) {
-  // Rank 0 of 2, 3 local atoms; swap 2 forwards a ghost received in swap 0; swap 3 moves nothing.
-  const std::vector<FakeSwap> swaps = {
-      {{0, 1}, 1, 2, 3, 1},
-      {{2}, 1, 1, 5, 1},
-      {{3}, 1, 1, 6, 1},
-      {{}, -1, 0, 7, -1},
-  };
-  SwapPattern pattern;
-  Discover(pattern, swaps, 0);
-  ASSERT_EQ(pattern.num_swaps(), 4);
-  absl::StatusOr<std::vector<int32_t>> words = pattern.BuildPlan(5, 0, 2, 3, 4);
-  ASSERT_TRUE(words.ok()) << words.status();
-  absl::StatusOr<ops::PlanView> plan = ops::PlanView::Parse(*words);
-  ASSERT_TRUE(plan.ok()) << plan.status();
-  EXPECT_EQ(plan->num_stages(), 4);  // empty swaps keep their stage: stage k is swap k on every rank
-  EXPECT_EQ(plan->stage_num_messages(3), 0);
-  EXPECT_TRUE(plan->forwards_ghosts());
-  const ops::Message send = plan->message(plan->stage_first_message(2));
-  EXPECT_EQ(send.kind, ops::MessageKind::kSend);
-  EXPECT_EQ(send.peer, 1);
-  EXPECT_EQ(std::vector<int32_t>(send.indices.begin(), send.indices.end()), std::vector<int32_t>{3});
-  const ops::Message recv = plan->message(plan->stage_first_message(0) + 1);
-  EXPECT_EQ(recv.kind, ops::MessageKind::kRecv);
-  EXPECT_EQ(recv.first_row, 3);
-  EXPECT_EQ(recv.count, 2);
-}
-
-TEST(SwapPatternTest, SelfSwapsOfOneRank) {
-  const std::vector<FakeSwap> swaps = {{{0}, 0, 1, 2, 0}, {{1}, 0, 1, 3, 0}};
-  SwapPattern pattern;
-  Discover(pattern, swaps, 0);
-  absl::StatusOr<std::vector<int32_t>> words = pattern.BuildPlan(ops::kNoCommunicator, 0, 1, 2, 2);
-  ASSERT_TRUE(words.ok()) << words.status();
-  absl::StatusOr<std::vector<int64_t>> owners = ops::SelfPlanOwners(*ops::PlanView::Parse(*words));
-  ASSERT_TRUE(owners.ok()) << owners.status();
-  EXPECT_EQ(*owners, (std::vector<int64_t>{0, 1, 0, 1}));
-}
-
-TEST(SwapPatternTest, InconsistentPatternIsAnError) {
-  // Ghost rows that do not follow each other: LAMMPS never does this; the plan validator says so.
-  const std::vector<FakeSwap> swaps = {{{0}, 1, 1, 4, 1}};
-  SwapPattern pattern;
-  Discover(pattern, swaps, 0);
-  absl::StatusOr<std::vector<int32_t>> words = pattern.BuildPlan(5, 0, 2, 3, 1);
-  ASSERT_FALSE(words.ok());
-  EXPECT_NE(words.status().message().find("swap pattern"), std::string::npos) << words.status();
-}
-
-TEST(SwapPatternTest, ReverseCallsMustMatch) {
-  SwapPattern pattern;
-  std::vector<int> rows = {0};
-  std::vector<double> buf(4, 1);
-  pattern.BeginForward();
-  pattern.PackForward(1, rows.data(), 0, buf.data());
-  pattern.UnpackForward(1, 1, buf.data());
-  pattern.BeginReverse();  // no reverse calls
-  EXPECT_FALSE(pattern.BuildPlan(5, 0, 2, 1, 1).ok());
-}
 
 TEST(PairOptionsTest, ModelsAndKeywords) {
   const std::vector<std::string> args = {"a.pt2",    "b.pt2", "out_freq", "10", "out_file", "devi.txt", "atomic",
