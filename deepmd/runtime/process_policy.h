@@ -25,7 +25,8 @@ struct ProcessPolicy {
   // Denormal floats flushed to zero (FTZ/DAZ) on the thread that applies the policy, the rank's
   // compute thread; DEEPMD_DENORMALS=ieee: false. Small float32 activations and switch values far
   // from their active range are denormal, and the CPU's slow path for them made a float32 DPA3 step
-  // 1.5x slower (docs/performance.md); results change by less than 1e-38 (float64: 1e-307).
+  // 1.5x slower in Python (docs/performance.md; no difference measured in the C++ step so far); results
+  // change by less than 1e-38 (float64: 1e-307).
   // LibTorch's worker threads, when DEEPMD_NUM_THREADS > 1, keep IEEE denormals.
   bool flush_denormals = true;
 };
