@@ -22,17 +22,14 @@ import numpy as np
 from deepmd.dpkit.build import model_from_dict
 from deepmd.dpkit.init import write_dp
 from deepmd.dpkit.serialization import UnsupportedModel, load_model_dict
-from deepmd.train.fit import attach_topology, energy_bias, evaluate_loaded, load_systems, water_dir
+from deepmd.train.fit import attach_topology, evaluate_loaded, load_systems, water_dir
 
 
 def residual_bias(model, frames, ntypes: int) -> np.ndarray:
-    """Per-type energies b minimising sum_frames (E_label - E_model - counts.b)^2."""
-    residual = []
-    for f in frames:
-        energy, _ = evaluate_loaded(model, f)
-        residual.append(f.energy - energy)
-    shifted = [type(f)(f.coord, f.box, f.atype, r, f.force, f.name) for f, r in zip(frames, residual)]
-    return energy_bias(shifted, ntypes)
+    """Per-type energies b minimising sum_frames (E_label - E_model - counts.b)^2 (minimum-norm)."""
+    counts = np.stack([np.bincount(f.atype, minlength=ntypes) for f in frames]).astype(np.float64)
+    residual = np.array([f.energy - evaluate_loaded(model, f)[0] for f in frames], dtype=np.float64)
+    return np.linalg.lstsq(counts, residual, rcond=None)[0]
 
 
 def change_bias(path: str, out: str, systems: Sequence[str], max_frames: int = 0) -> List[float]:
