@@ -17,6 +17,7 @@
 #include "atom.h"
 #include "comm.h"
 #include "deepmd/lammps/deviation_file.h"
+#include "deepmd/lammps/lammps_compat.h"
 #include "deepmd/runtime/exception_status.h"
 #include "deepmd/runtime/fault_injection.h"
 #include "deepmd/runtime/process_policy.h"
@@ -247,9 +248,9 @@ void PairDeepMD::RebuildTopology() {
   const auto start = deepmd::lammps::StepProfile::Clock::now();
   comm_mode_ = CommMode::kDiscoverSwaps;
   swaps_.BeginForward();
-  comm->forward_comm_pair(this);
+  deepmd::lammps::ForwardComm(comm, this);
   swaps_.BeginReverse();
-  comm->reverse_comm_pair(this);
+  deepmd::lammps::ReverseComm(comm, this);
   comm_mode_ = CommMode::kNone;
   // Local work only until the ranks agree, so that a failure here (out of memory, ...) stops all.
   absl::Status status;
@@ -398,7 +399,7 @@ void PairDeepMD::WriteDeviation() {
   folded_forces_.resize(nmodels);
   for (size_t k = 0; k < nmodels; ++k) folded_forces_[k] = outputs_[k].force;
   comm_mode_ = CommMode::kFoldModelForces;
-  comm->reverse_comm_pair(this);
+  deepmd::lammps::ReverseComm(comm, this);
   comm_mode_ = CommMode::kNone;
 
   // Per-atom deviation of this rank's atoms of the model (NULL atoms are left out of the statistics).
