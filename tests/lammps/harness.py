@@ -189,6 +189,8 @@ class Lammps:
         code, output, directory = self.launch(name, nranks, system, script, timeout)
         if code != 0:
             raise AssertionError(f"LAMMPS '{name}' on {nranks} ranks exited with {code}:\n{output[-4000:]}")
+        if self.plugin and "Loading plugin: deepmd" not in output:
+            raise AssertionError(f"LAMMPS '{name}' did not say it loaded the plugin:\n{output[-4000:]}")
         return Result(read_thermo(os.path.join(directory, "log.lammps")),
                       read_dump(os.path.join(directory, "dump.txt")), output, directory)
 

@@ -4,7 +4,7 @@
 
 atom_style spin, the dpa3_spin example model (Ni with spin, O without), 120 atoms with random spins and
 fast atoms (they cross subdomains), `fix precession/spin zeeman` (a 10 T field, its energy in pe) and
-`fix nve/spin lattice moving` for 10 steps of 0.1 fs, neighbour lists rebuilt every step. On 2 1 1,
+`fix nve/spin lattice moving` for 10 steps of 1 fs, neighbour lists rebuilt every step. On 2 1 1,
 3 1 1 and 2 2 1 (4 ranks) against 1 rank: pe, virial, positions, forces, spins and fm (pair + Zeeman) of
 every atom at every step.
 
@@ -33,14 +33,15 @@ COLUMNS = "id type x y z fx fy fz c_s[1] c_s[2] c_s[3] c_s[4] c_s[5] c_s[6] c_s[
 
 def script(archive, grid):
     return "\n".join([
-        "units metal", "atom_style spin", "boundary p p p", f"processors {grid}", "read_data data.lmp",
+        "units metal", "atom_style spin", "atom_modify map array", "boundary p p p", f"processors {grid}",
+        "read_data data.lmp",
         f"pair_style hybrid/overlay deepmd/spin {archive} spin/exchange 1.0",
         "pair_coeff * * deepmd/spin Ni O", "pair_coeff * * spin/exchange exchange 1.0 0.0 0.0 1.0",
         "neighbor 1.0 bin", "neigh_modify every 1 delay 0 check no",
         "comm_modify cutoff 7.5",  # rcut 5 + skin 1 + the virtual atoms' 2 x 0.3 x 2 Å
         "compute vir all pressure NULL virial", "compute s all property/atom spx spy spz sp fmx fmy fmz",
         "fix Z all precession/spin zeeman 10.0 0.0 0.0 1.0", "fix_modify Z energy yes",
-        "fix I all nve/spin lattice moving", "timestep 0.0001",
+        "fix I all nve/spin lattice moving", "timestep 0.001",
         "thermo_style custom step pe vol " + " ".join(f"c_vir[{k}]" for k in range(1, 7)),
         "thermo_modify format float %.17g norm no", "thermo 1",
         f"dump D all custom 1 dump.txt {COLUMNS}", "dump_modify D sort id format float %.17g",
