@@ -1,7 +1,8 @@
 // The plugin `bazel build //deepmd/lammps:plugin` makes, in the current LAMMPS it is built for
 // (@lammps_current), as a user loads it: `plugin load` resolves every symbol and registers pair styles
-// deepmd, deepmd/spin and deepspin (deepmd-kit's name for it); our declarations of LAMMPS's plugin interface (lammps_plugin_abi.h) have the
-// layout of LAMMPS's own lammpsplugin.h; a LAMMPS of another release gets a warning naming both.
+// deepmd, deepmd/spin and deepspin (deepmd-kit's name for it); our declarations of LAMMPS's plugin interface
+// (lammps_plugin_abi.h) have the layout of LAMMPS's own lammpsplugin.h; a LAMMPS of another release gets a warning
+// naming both.
 #include <dlfcn.h>
 #include <mpi.h>
 
