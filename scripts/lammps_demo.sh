@@ -28,7 +28,8 @@ case "${LAMMPS:-debian}" in
   *) echo "lammps_demo.sh: LAMMPS=${LAMMPS} is neither debian nor current" >&2; exit 2 ;;
 esac
 cp -f examples/water/water.data bazel-bin/examples/water/water_dpa3.pt2 "$out/"
-echo "== LAMMPS: $lmp ($("$lmp" -h </dev/null 2>/dev/null | grep -m1 -o "Large-scale.*([^)]*)" || echo version unknown))"
+version="$("$lmp" -h </dev/null 2>/dev/null | sed -n 's/^Large-scale .* Simulator - //p')" || true
+echo "== LAMMPS ${version:-of unknown version}: $lmp"
 python=/usr/bin/python3
 lammps() {  # NRANKS LOG [-var ...]: in.water in $out
   local nranks="$1" log="$2"

@@ -37,8 +37,8 @@ def _lammps_prefix_impl(ctx):
     missing = [f for f in _REQUIRED if not ctx.path(prefix + "/" + f).exists]
     if missing:
         fail(("No LAMMPS for the plugin at %s (%s): missing %s.\n" +
-              "Run scripts/build_lammps.sh (builds LAMMPS 4 Feb 2025 with PLUGIN and SPIN into that cache, " +
-              "~20 min once), or point --repo_env=DEEPMD_LAMMPS_PREFIX=/your/prefix at a LAMMPS installed " +
+              "Run scripts/build_lammps.sh (builds LAMMPS 4 Feb 2025 with PLUGIN and SPIN into its cache, the default prefix, " +
+              "~6 min on 2 cores, once), or point --repo_env=DEEPMD_LAMMPS_PREFIX=/your/prefix at a LAMMPS installed " +
               "with cmake -DBUILD_SHARED_LIBS=on -DPKG_PLUGIN=on, with src/lammpsplugin.h copied into " +
               "PREFIX/include/lammps.") % (prefix, origin, ", ".join(missing)))
     pc = ctx.read(prefix + "/lib/pkgconfig/liblammps.pc")
