@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs every Debian package this project needs. Idempotent: prints nothing
-# and touches nothing when all packages are present. Needs root (or sudo).
+# Installs every Debian package this project needs, then builds the current LAMMPS the plugin is tested
+# in (scripts/build_lammps.sh, cached). Idempotent: prints nothing and touches nothing when all is
+# present. Needs root (or sudo).
 set -euo pipefail
 
 PACKAGES=(
@@ -25,6 +26,10 @@ PACKAGES=(
   python3-matplotlib       # benchmark plots
   valgrind                 # memcheck test of the standalone path
   clang-format             # the C++ style check of scripts/test.sh (.clang-format)
+  cmake                    # builds LAMMPS 4 Feb 2025 (scripts/build_lammps.sh)
+  ninja-build              # ... with ninja
+  xz-utils                 # ... from its .orig.tar.xz
+  debian-archive-keyring   # ... fetched with apt-get source (trixie's signed index)
 )
 
 missing=()
@@ -33,11 +38,14 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "bootstrap: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
-echo "bootstrap: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq >/dev/null
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# LAMMPS 4 Feb 2025 with PLUGIN and SPIN (@lammps_current), unless the user points Bazel at their own.
+[ -n "${DEEPMD_LAMMPS_PREFIX:-}" ] || bash "$(dirname "$0")/build_lammps.sh"

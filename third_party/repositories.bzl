@@ -8,6 +8,7 @@ monorepo can supply its own LibTorch, MPI, ...
 
 load("@bazel_tools//tools/build_defs/repo:utils.bzl", "maybe")
 load("//third_party/system:absl.bzl", "system_absl")
+load("//third_party/system:lammps_prefix.bzl", "lammps_prefix_repository")
 
 def _files_repository_impl(ctx):
     """A repository made of files of this one, each placed at a chosen path."""
@@ -116,6 +117,10 @@ def deepmd_gnn_dependencies():
         name = "lammps",  # liblammps-dev 20220106 (headers subset + liblammps.so)
         path = "/usr",
         build_file = str(Label("//third_party/system:lammps.BUILD")),
+    )
+    maybe(
+        lammps_prefix_repository,
+        name = "lammps_current",  # a current LAMMPS with PLUGIN (scripts/build_lammps.sh, or yours)
     )
     maybe(
         _debian_python,

@@ -18,6 +18,7 @@
 #include "comm.h"
 #include "compute.h"
 #include "deepmd/lammps/deviation_file.h"
+#include "deepmd/lammps/lammps_compat.h"
 #include "deepmd/runtime/exception_status.h"
 #include "deepmd/runtime/fault_injection.h"
 #include "deepmd/runtime/process_policy.h"
@@ -277,9 +278,9 @@ void PairDeepMD::RebuildTopology() {
   do {
     ++rounds;
     swaps_.BeginForward();
-    comm->forward_comm_pair(this);
+    deepmd::lammps::ForwardComm(comm, this);
     swaps_.BeginReverse();
-    comm->reverse_comm_pair(this);
+    deepmd::lammps::ReverseComm(comm, this);
     const int mine[2] = {swaps_.EndRound() ? 1 : 0, swaps_.num_stages()};
     MPI_Allreduce(mine, changed_and_stages, 2, MPI_INT, MPI_MAX, world);
   } while (swaps_.AnotherRound(changed_and_stages[0] != 0));
@@ -435,7 +436,7 @@ void PairDeepMD::WriteDeviation() {
   folded_forces_.resize(nmodels);
   for (size_t k = 0; k < nmodels; ++k) folded_forces_[k] = outputs_[k].force;
   comm_mode_ = CommMode::kFoldModelForces;
-  comm->reverse_comm_pair(this);
+  deepmd::lammps::ReverseComm(comm, this);
   comm_mode_ = CommMode::kNone;
 
   // Per-atom deviation of this rank's atoms of the model (NULL atoms are left out of the statistics).

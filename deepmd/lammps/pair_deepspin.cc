@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "atom.h"
 #include "comm.h"
+#include "deepmd/lammps/lammps_compat.h"
 #include "error.h"
 #include "force.h"
 
@@ -57,7 +58,7 @@ void PairDeepSpin::GatherSpins(int nall) {
   if (!spin_package_) {
     // Ghost copies of a custom array are refreshed only at rebuilds; spins may change every step.
     comm_mode_ = CommMode::kSpins;
-    comm->forward_comm_pair(this);
+    deepmd::lammps::ForwardComm(comm, this);
     comm_mode_ = CommMode::kNone;
   }
   double** sp = spin_source();
@@ -89,7 +90,7 @@ void PairDeepSpin::ScatterMagneticForces(const deepmd::runtime::ComputeOutput& o
     for (int d = 0; d < 3; ++d) fm[i][d] = s * out.force_mag[3 * i + d];
   }
   comm_mode_ = CommMode::kFoldMagneticForces;
-  comm->reverse_comm_pair(this);
+  deepmd::lammps::ReverseComm(comm, this);
   comm_mode_ = CommMode::kNone;
 }
 

@@ -1,7 +1,11 @@
-"""Runs LAMMPS (our launcher) on generated systems and reads back what it wrote.
+"""Runs LAMMPS on generated systems and reads back what it wrote.
 
 The parity oracle of the LAMMPS tests: the same data file and input on 1 rank and on N ranks, results
 read from dumps (sorted by atom id) and thermo output, compared with tolerances fit for the precision.
+
+Two LAMMPS: our launcher (Debian's LAMMPS with the styles built in), or a LAMMPS with the PLUGIN
+package when $DEEPMD_LAMMPS_PLUGIN names the plugin: every input then starts with `plugin load` of it
+(tests/lammps/lammps_test.bzl declares each test both ways).
 """
 import dataclasses
 import os
@@ -23,6 +27,7 @@ class System:
     tilt: Sequence[float] = (0.0, 0.0, 0.0)   # xy, xz, yz
     velocities: Optional[np.ndarray] = None   # [n, 3], Å/ps
     spins: Optional[np.ndarray] = None        # [n, 4]: direction, magnitude
+    spin_package: bool = False                # spins in `atom_style spin` Atoms lines, not a Spins section
 
 
 def random_positions(rng, lo, hi, count, min_dist, existing=None):
@@ -68,12 +73,17 @@ def write_data(path, system: System):
     if any(t != 0 for t in system.tilt):
         lines.append("{!r} {!r} {!r} xy xz yz".format(*system.tilt))
     lines += ["", "Masses", ""] + [f"{t} 16.0" for t in range(1, system.ntypes + 1)]
-    lines += ["", "Atoms # atomic", ""]
-    lines += [f"{i + 1} {system.types[i]} {p[0]!r} {p[1]!r} {p[2]!r}" for i, p in enumerate(system.positions)]
+    if system.spin_package:  # id type x y z spx spy spz |s|
+        lines += ["", "Atoms # spin", ""]
+        lines += [f"{i + 1} {system.types[i]} {p[0]!r} {p[1]!r} {p[2]!r} " + " ".join(repr(float(x)) for x in s)
+                  for i, (p, s) in enumerate(zip(system.positions, system.spins))]
+    else:
+        lines += ["", "Atoms # atomic", ""]
+        lines += [f"{i + 1} {system.types[i]} {p[0]!r} {p[1]!r} {p[2]!r}" for i, p in enumerate(system.positions)]
     if system.velocities is not None:
         lines += ["", "Velocities", ""]
         lines += [f"{i + 1} {v[0]!r} {v[1]!r} {v[2]!r}" for i, v in enumerate(system.velocities)]
-    if system.spins is not None:
+    if system.spins is not None and not system.spin_package:
         lines += ["", "Spins", ""]
         lines += [f"{i + 1} " + " ".join(repr(float(x)) for x in s) for i, s in enumerate(system.spins)]
     with open(path, "w") as f:
@@ -86,20 +96,23 @@ class Model:
     elements: str                 # pair_coeff names, one per LAMMPS type ("O H NULL")
     spin: bool = False
     extra_style_args: str = ""    # after the archives
+    spin_package: bool = False    # spin: atom_style spin (SPIN package: sp, fm) instead of custom arrays
 
 
 def lammps_input(model: Model, grid="1 1 1", boundary="p p p", steps=0, rebuild_every_step=False, skin=1.0,
                  comm_cutoff=None, archives=None, extra="", dump_every=1):
-    """An input that reads data.lmp and writes log.lammps (thermo every step) and dump.txt."""
-    spin = model.spin
+    """An input that reads data.lmp and writes log.lammps (thermo every step) and dump.txt. Magnetic
+    forces are the dump's d2_fm[1..3] (custom arrays: -dE/dS) or c_fm[1..3] (SPIN package: fm)."""
+    spin, package = model.spin, model.spin and model.spin_package
     per_atom = "id type x y z fx fy fz c_pe " + " ".join(f"c_st[{k}]" for k in range(1, 7)) + " " + \
         " ".join(f"c_cst[{k}]" for k in range(1, 10))
     if spin:
-        per_atom += " d2_fm[1] d2_fm[2] d2_fm[3]"
+        per_atom += " c_fm[1] c_fm[2] c_fm[3]" if package else " d2_fm[1] d2_fm[2] d2_fm[3]"
     lines = [
-        "units metal", "atom_style atomic", f"boundary {boundary}", f"processors {grid}",
-        "fix SP all property/atom d2_sp 4 ghost yes" if spin else "",
-        "read_data data.lmp" + (" fix SP NULL Spins" if spin else ""),
+        "units metal", f"atom_style {'spin' if package else 'atomic'}", f"boundary {boundary}",
+        f"processors {grid}",
+        "fix SP all property/atom d2_sp 4 ghost yes" if spin and not package else "",
+        "read_data data.lmp" + (" fix SP NULL Spins" if spin and not package else ""),
         f"pair_style {'deepmd/spin' if spin else 'deepmd'} {archives or model.archive} {model.extra_style_args}",
         f"pair_coeff * * {model.elements}",
         f"neighbor {skin} bin",
@@ -107,6 +120,7 @@ def lammps_input(model: Model, grid="1 1 1", boundary="p p p", steps=0, rebuild_
         f"comm_modify cutoff {comm_cutoff}" if comm_cutoff else "",
         "compute pe all pe/atom", "compute st all stress/atom NULL virial",
         "compute cst all centroid/stress/atom NULL virial", "compute vir all pressure NULL virial",
+        "compute fm all property/atom fmx fmy fmz" if package else "",
         "thermo_style custom step pe vol " + " ".join(f"c_vir[{k}]" for k in range(1, 7)),
         "thermo_modify format float %.17g norm no", "thermo 1",
         f"dump D all custom {dump_every} dump.txt {per_atom}", "dump_modify D sort id format float %.17g",
@@ -126,9 +140,27 @@ class Result:
     directory: str
 
 
+def sanitizer_runtime(binary: str) -> Optional[str]:
+    """The AddressSanitizer runtime a binary links, if any (a sanitized plugin in an lmp that is not)."""
+    libraries = subprocess.run(["ldd", binary], stdout=subprocess.PIPE, text=True).stdout
+    for line in libraries.splitlines():
+        words = line.split()
+        if words and words[0].startswith("libasan") and len(words) >= 3:
+            return words[2]
+    return None
+
+
 class Lammps:
-    def __init__(self, lmp: str, run_mpi: str, workdir: str):
+    def __init__(self, lmp: str, run_mpi: str, workdir: str, plugin: Optional[str] = None):
+        """`plugin`: the plugin to `plugin load` first in every input; default $DEEPMD_LAMMPS_PLUGIN."""
         self.lmp, self.run_mpi, self.workdir = lmp, run_mpi, workdir
+        plugin = plugin or os.environ.get("DEEPMD_LAMMPS_PLUGIN")
+        self.plugin = os.path.abspath(plugin) if plugin else None
+        self.preload = sanitizer_runtime(self.plugin) if self.plugin else None
+
+    def script(self, script: str) -> str:
+        """The input as this LAMMPS runs it."""
+        return f"plugin load {self.plugin}\n" + script if self.plugin else script
 
     def launch(self, name: str, nranks: int, system: System, script: str, timeout: int = 240):
         """Runs in its own directory; returns (returncode, output, directory)."""
@@ -139,8 +171,10 @@ class Lammps:
         else:
             write_data(os.path.join(directory, "data.lmp"), system)
         with open(os.path.join(directory, "in.lmp"), "w") as f:
-            f.write(script)
+            f.write(self.script(script))
         env = dict(os.environ, MPI_TEST_TIMEOUT=str(timeout))
+        if self.preload:  # ASan must come first; lmp itself is not instrumented
+            env["LD_PRELOAD"] = self.preload
         proc = subprocess.run([self.run_mpi, str(nranks), self.lmp, "-in", "in.lmp", "-log", "log.lammps",
                                "-screen", "screen.txt"], cwd=directory, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
@@ -155,6 +189,8 @@ class Lammps:
         code, output, directory = self.launch(name, nranks, system, script, timeout)
         if code != 0:
             raise AssertionError(f"LAMMPS '{name}' on {nranks} ranks exited with {code}:\n{output[-4000:]}")
+        if self.plugin and "Loading plugin: deepmd" not in output:
+            raise AssertionError(f"LAMMPS '{name}' did not say it loaded the plugin:\n{output[-4000:]}")
         return Result(read_thermo(os.path.join(directory, "log.lammps")),
                       read_dump(os.path.join(directory, "dump.txt")), output, directory)
 

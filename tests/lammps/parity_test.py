@@ -1,11 +1,12 @@
 """N ranks == 1 rank in LAMMPS, for one model, on every processor grid of the parity suite.
 
-    parity_test.py OPS_LIBRARY LMP RUN_MPI ARCHIVE_DIR MODEL   (through tests/run_python_test.sh)
+    parity_test.py OPS_LIBRARY LMP RUN_MPI ARCHIVE_DIR MODEL [GRID ...]   (through tests/run_python_test.sh)
 
 One periodic box of ~120 atoms (16 x 12 x 12 Å; the ghost cutoff is 6 Å, so `4 1 1` gives 4 Å thin
 subdomains and ghosts travel several hops). Each run: `run 0`, then 5 steps of NVE with the neighbour
 list rebuilt every step while fast atoms cross subdomain boundaries. Energy, virial, forces, per-atom
 energy and (centroid) virial, and for spin models magnetic forces, at every step, against 1 rank.
+GRID (e.g. 2x1x1) replaces the default grids.
 """
 import os
 import sys
@@ -35,6 +36,7 @@ def crossings(reference: harness.Result, grid):
 def main(argv):
     lmp, run_mpi, archive_dir = (os.path.abspath(a) for a in argv[2:5])  # argv[1]: the ops library
     name = argv[5]
+    grids = [(g.replace("x", " "), int(np.prod([int(n) for n in g.split("x")]))) for g in argv[6:]] or GRIDS
     model = MODELS[name]
     model = harness.Model(archive_path(archive_dir, name), model.elements, model.spin, model.extra_style_args)
     rng = np.random.default_rng(20261126)
@@ -56,7 +58,7 @@ def main(argv):
         moved = crossings(reference, "2 1 1")
         assert moved > 0, "no atom crossed a subdomain boundary: the migration check would be vacuous"
         failures = []
-        for grid, nranks in GRIDS:
+        for grid, nranks in grids:
             result = lammps.run(grid.replace(" ", ""), nranks, system, script(grid))
             graph = "with-comm" if message_passing else "regular"
             if f"running the {graph} graph on {nranks} MPI rank(s)" not in result.output:

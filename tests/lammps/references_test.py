@@ -1,7 +1,7 @@
 """LAMMPS against deepmd-kit's reference outputs, for one registry model (tests/registry), every case of
 its references file, on 1 rank and on the grids `2 1 1`, `3 1 1`, `2 2 1`:
 
-    references_test.py OPS_LIBRARY LMP RUN_MPI REGISTRY.json ARCHIVE_DIR REFERENCES_DIR MODEL
+    references_test.py OPS_LIBRARY LMP RUN_MPI REGISTRY.json ARCHIVE_DIR REFERENCES_DIR MODEL [spin_package]
 
 Energy (thermo pe), forces, the pair virial (compute pressure NULL virial x volume), per-atom energy,
 per-atom virial (compute stress/atom, 6 columns) and centroid stress (9 columns) and, for spin models,
@@ -9,6 +9,10 @@ magnetic forces, all against the reference through deepmd-kit's LAMMPS conventio
 fixtures §1): virial (xx yy zz xy xz yz) = virial[0 4 8 3 6 7]; centroid column k = -nktv2p *
 atom_virial[9i + (0 4 8 3 6 7 1 2 5)[k]]. Tolerance: float64 1e-10 absolute (energy: 1e-10 per atom
 of the ~3e4 eV water energies' summation order, see README §6), float32 1e-6 relative.
+
+Spins: custom per-atom arrays (d2_sp in, d2_fm = -dE/dS out), or with `spin_package` LAMMPS's SPIN
+package (atom_style spin; fm in rad/ps, which deepmd-kit's pair_deepspin.cpp fills with -dE/dS |S| / ħ:
+the test converts back with deepmd-kit's ħ and checks fm = 0 on atoms without spin).
 """
 import json
 import os
@@ -21,6 +25,7 @@ import numpy as np
 from tests.lammps import harness
 
 GRIDS = [("1 1 1", 1), ("2 1 1", 2), ("3 1 1", 3), ("2 2 1", 4)]
+HBAR_EV_PS = 6.5821191e-4  # deepmd-kit's source/lmp/pair_deepspin.cpp
 VOIGT = [0, 4, 8, 3, 6, 7]
 CENTROID = [0, 4, 8, 3, 6, 7, 1, 2, 5]
 
@@ -79,8 +84,20 @@ def spins_column(case: dict) -> np.ndarray:
     return np.concatenate([direction, norm], axis=1)
 
 
+def magnetic_forces(frame: dict, spins: np.ndarray, package: bool) -> np.ndarray:
+    """-dE/dS (eV/μB) from the dump: d2_fm as it is, or the SPIN package's fm divided by |S| / ħ."""
+    if not package:
+        return np.stack([frame[f"d2_fm[{k}]"] for k in range(1, 4)], axis=1)
+    fm = np.stack([frame[f"c_fm[{k}]"] for k in range(1, 4)], axis=1)
+    norm = spins[:, 3:4]
+    if np.abs(fm[norm[:, 0] == 0]).max(initial=0.0) != 0:
+        raise AssertionError("fm is not 0 on atoms without spin")
+    return np.where(norm > 0, fm * HBAR_EV_PS / np.where(norm > 0, norm, 1.0), 0.0)
+
+
 def main(argv):
     lmp, run_mpi = os.path.abspath(argv[2]), os.path.abspath(argv[3])
+    package = argv[8:] == ["spin_package"]
     with open(argv[4]) as f:
         entry = json.load(f)[argv[7]]
     archive = os.path.abspath(os.path.join(argv[5], argv[7] + ".pt2"))
@@ -98,7 +115,9 @@ def main(argv):
             system.ntypes = len(type_map)
             if entry["spin"]:
                 system.spins = spins_column(case)
-            model = harness.Model(archive, " ".join(type_map), entry["spin"], style_arguments(case))
+                system.spin_package = package
+            model = harness.Model(archive, " ".join(type_map), entry["spin"], style_arguments(case),
+                                  spin_package=package)
             comm = reference["rcut"] + 2.0 if entry["spin"] else None  # virtual atoms: up to 0.5 Å further
             want = expected(case)
             for grid, nranks in GRIDS:
@@ -110,7 +129,7 @@ def main(argv):
                        "st": np.stack([frame[f"c_st[{k}]"] for k in range(1, 7)], axis=1) / harness.NKTV2P_METAL,
                        "cst": np.stack([frame[f"c_cst[{k}]"] for k in range(1, 10)], axis=1) / harness.NKTV2P_METAL}
                 if entry["spin"]:
-                    got["fm"] = np.stack([frame[f"d2_fm[{k}]"] for k in range(1, 4)], axis=1)
+                    got["fm"] = magnetic_forces(frame, system.spins, package)
                 worst, worst_key = 0.0, ""
                 for key, value in want.items():
                     a, b = np.asarray(value, dtype=float), np.asarray(got[key], dtype=float)
@@ -120,7 +139,8 @@ def main(argv):
                         worst, worst_key = deviation, key
                 checked += 1
                 verdict = "ok" if worst <= tolerance else "DIFFERENT"
-                print(f"{argv[7]} {case_name} [{grid}]: {verdict} (worst {worst:.3e} in {worst_key})")
+                print(f"{argv[7]} {case_name} [{grid}]{' (SPIN package)' if package else ''}: {verdict} "
+                      f"(worst {worst:.3e} in {worst_key})")
                 if worst > tolerance:
                     failures.append(f"{case_name} [{grid}] {worst_key}: {worst:.3e} > {tolerance:.0e}")
     print(f"{checked - len(failures)} passed, {len(failures)} failed")

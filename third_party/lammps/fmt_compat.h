@@ -3,12 +3,17 @@
 // header. Call only the std::string overloads of Error::all/one and utils::logmesg: liblammps was
 // built with its bundled fmt (fmt::v7_lmp), so the formatted overloads, instantiated against fmt 9,
 // do not link. Format messages with absl::StrFormat instead.
+// A LAMMPS installed by its own cmake (@lammps_current) installs its bundled fmt with its headers and
+// needs none of this: the header is empty unless DEEPMD_LAMMPS_FMT_COMPAT is defined (by
+// //third_party/lammps:lammps, Debian's).
 #ifndef DEEPMD_THIRD_PARTY_LAMMPS_FMT_COMPAT_H_
 #define DEEPMD_THIRD_PARTY_LAMMPS_FMT_COMPAT_H_
 
 #ifdef LMP_ERROR_H
 #error "third_party/lammps/fmt_compat.h must be included before LAMMPS's error.h"
 #endif
+
+#ifdef DEEPMD_LAMMPS_FMT_COMPAT
 
 #include <type_traits>
 
@@ -23,5 +28,7 @@ inline auto make_args_checked(const S& /*format*/, const std::remove_reference_t
 }
 }  // namespace fmt
 #endif
+
+#endif  // DEEPMD_LAMMPS_FMT_COMPAT
 
 #endif  // DEEPMD_THIRD_PARTY_LAMMPS_FMT_COMPAT_H_
