@@ -5,14 +5,31 @@
 # Prints the thermo table, the conserved energy's drift, the O-O RDF's first peak (PNG plot), the time per
 # step, and first the verdict of 2 ranks against 1 rank on the first steps.
 #   NVT_STEPS, NVE_STEPS (default 200 each), DEMO_OUT (default /tmp/deepmd-water-demo: logs, rdf.dat, PNG)
+#   LAMMPS=current (default): the current LAMMPS users run (scripts/build_lammps.sh's 4 Feb 2025, or
+#   $DEEPMD_LAMMPS_PREFIX) with `plugin load bazel-bin/deepmd/lammps/libdeepmd_lammps.so` at the top of
+#   the input; LAMMPS=debian: Debian's 2022 LAMMPS through our launcher bazel-bin/deepmd/lammps/lmp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 nvt_steps="${NVT_STEPS:-200}" nve_steps="${NVE_STEPS:-200}" out="${DEMO_OUT:-/tmp/deepmd-water-demo}"
-bazel build //deepmd/lammps:lmp //deepmd/lammps:plugin //examples/water:water_dpa3_archive
 mkdir -p "$out"
-cp -f examples/water/in.water examples/water/water.data bazel-bin/examples/water/water_dpa3.pt2 "$out/"
-lmp="$PWD/bazel-bin/deepmd/lammps/lmp"
+case "${LAMMPS:=current}" in
+  debian)
+    bazel build //deepmd/lammps:lmp //examples/water:water_dpa3_archive
+    lmp="$PWD/bazel-bin/deepmd/lammps/lmp"
+    cp -f examples/water/in.water "$out/"
+    ;;
+  current)
+    [ -n "${DEEPMD_LAMMPS_PREFIX:-}" ] || bash scripts/build_lammps.sh
+    bazel build //deepmd/lammps:plugin //examples/water:water_dpa3_archive
+    lmp="$(bash scripts/build_lammps.sh --prefix)/bin/lmp"
+    { echo "plugin load $PWD/bazel-bin/deepmd/lammps/libdeepmd_lammps.so"; cat examples/water/in.water; } >"$out/in.water"
+    ;;
+  *) echo "lammps_demo.sh: LAMMPS=${LAMMPS} is neither debian nor current" >&2; exit 2 ;;
+esac
+cp -f examples/water/water.data bazel-bin/examples/water/water_dpa3.pt2 "$out/"
+version="$("$lmp" -h </dev/null 2>/dev/null | sed -n 's/^Large-scale .* Simulator - //p')" || true
+echo "== LAMMPS ${version:-of unknown version}: $lmp"
 python=/usr/bin/python3
 lammps() {  # NRANKS LOG [-var ...]: in.water in $out
   local nranks="$1" log="$2"
@@ -26,7 +43,7 @@ lammps 1 parity1.log -var nvt_steps 20 -var nve_steps 10 -var thermo 5
 lammps 2 parity2.log -var nvt_steps 20 -var nve_steps 10 -var thermo 5
 "$python" examples/water/compare_runs.py "$out/parity1.log" "$out/parity2.log"
 
-echo "== LAMMPS, water (fitted DPA3), 2 MPI ranks: NVT ${nvt_steps} steps, then NVE ${nve_steps} steps"
+echo "== LAMMPS (${LAMMPS}), water (fitted DPA3), 2 MPI ranks: NVT ${nvt_steps} steps, then NVE ${nve_steps} steps"
 lammps 2 md.log -var nvt_steps "$nvt_steps" -var nve_steps "$nve_steps" -var thermo 20
 grep -m1 "^pair_style deepmd:" "$out/md.log" || true
 awk '/^ *Step/,/^Loop time/' "$out/md.log"
