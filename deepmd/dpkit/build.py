@@ -104,13 +104,11 @@ def set_layer_formulation(model: torch.nn.Module, fused: bool) -> Dict[str, str]
         layers = list(descriptor.layers)
         why = {layer.where: layer.fused_unsupported() for layer in layers} if fused else {}
         blocking = [f"{where}: {w}" for where, w in why.items() if w]
-        on = fused and descriptor.update_angle and not blocking
-        descriptor.fused_angles = on
+        on = fused and not blocking
+        descriptor.fused_angles = on and descriptor.update_angle
         for layer in layers:
             layer.fused = on
-            if not layer.update_angle:
-                chosen[layer.where] = "reference (update_angle=False: no angle path to fuse)"
-            elif on:
+            if on:
                 chosen[layer.where] = "fused"
             elif blocking:
                 own = why[layer.where]

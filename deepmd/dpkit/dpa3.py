@@ -152,6 +152,8 @@ class DescrptDPA3(Descriptor):
         self.layers = torch.nn.ModuleList([RepFlowLayer(l, f"{wv}.repflow_layers[{i}]", self.dtype, dims)
                                            for i, l in enumerate(layers)])
         self.smooth_edge_update = all(l.smooth for l in self.layers)
+        for i, layer in enumerate(self.layers):
+            layer.angles_read = i < len(self.layers) - 2  # the last layer updates nodes only
 
         # protocol (descriptor.py)
         self.rcut = self.e_rcut
@@ -228,10 +230,11 @@ class DescrptDPA3(Descriptor):
         # D5-D11: layers; ghosts' node features are filled before each one.
         frame = torch.arange(nf, dtype=nlist.dtype, device=nlist.device).reshape(nf, 1, 1) * nall
         flat_index = (torch.where(mask, nlist, torch.zeros_like(nlist)) + frame).reshape(-1)
+        nbr = torch.where(mask, nlist + frame, torch.full_like(nlist, -1))
         for i, layer in enumerate(self.layers):
             node_ext = self.ghosts(node, nall, mapping, plan)
-            node, edge, angle = layer(node, node_ext, edge, angle, h2sw, sw, flat_index, a_mask, a_sw, full_mask,
-                                      i == self.nlayers - 1)
+            node, edge, angle = layer(node, node_ext, edge, angle, h2sw, sw, flat_index, nbr, a_mask, a_sw,
+                                      full_mask, i == self.nlayers - 1)
         if self.concat_output_tebd:
             node = torch.cat([node, tebd_local], dim=-1)
         return node

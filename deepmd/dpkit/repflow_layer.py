@@ -113,14 +113,19 @@ def pack_angles(x: torch.Tensor, a_mask: torch.Tensor) -> torch.Tensor:
 
 
 class RepFlowLayer(torch.nn.Module):
-    # The angle path through deepmd_kernels::repflow_angle (deepmd/kernels) instead of the reference
-    # formulation. Final: TorchScript compiles only the branch selected, so a reference graph never
-    # needs the kernels' library. Set by build.set_layer_formulation before scripting.
+    # The edge path through deepmd_kernels::repflow_edge and the angle path through
+    # deepmd_kernels::repflow_angle (deepmd/kernels) instead of the reference formulation. Final:
+    # TorchScript compiles only the branch selected, so a reference graph never needs the kernels'
+    # library. Set by build.set_layer_formulation before scripting.
     fused: Final[bool]
+    # Whether a later layer reads this layer's new angles: not the one before a node-only last layer
+    # (DescrptDPA3 sets it), whose angle update the fused path then skips.
+    angles_read: Final[bool]
 
     def __init__(self, node: Dict[str, Any], where: str, dtype: torch.dtype, dims: Dict[str, Any]):
         super().__init__()
         self.fused = False
+        self.angles_read = True
         self.where = where
         if node.get("@class", "RepFlowLayer") != "RepFlowLayer":
             raise UnsupportedModel(f"{where}: @class {node.get('@class')!r} is not RepFlowLayer")
@@ -242,14 +247,20 @@ class RepFlowLayer(torch.nn.Module):
         a_res = self.a_residual[0] if self.style == 2 and ua else torch.ones(a, dtype=dtype)
         self.fused_alpha = 0.5 ** 0.5 if self.style == 0 else 1.0
         self.register_buffer("fused_res", a_res * (0.5 ** 0.5) if self.style == 0 else a_res.clone())
+        # The edge kernel's linear: node_edge_linear's outputs (the messages) then edge_self_linear's, so
+        # that one product per edge serves both (the last layer's node-only update uses the first part).
+        nel, esl = self.node_edge_linear, self.edge_self_linear
+        for k in ("w0", "w1", "w2"):
+            self.register_buffer("fused_" + k, torch.cat([getattr(nel, k), getattr(esl, k)], dim=1).contiguous())
+        self.register_buffer("fused_b", torch.cat([nel.b, esl.b]))
 
     def fused_unsupported(self) -> str:
-        """Why the angle kernel cannot compute this layer ('' when it can). Python only (never scripted)."""
+        """Why the kernels cannot compute this layer ('' when it can). Python only (never scripted)."""
         if self.sequential:
             return "sequential_update=True"
         if self.act.kind not in (0, 1, 7, 8):
             return f"activation kind {self.act.kind} (the kernel has none, tanh, silu, silut)"
-        for name in ("edge_angle_linear1", "angle_self_linear"):
+        for name in ("node_edge_linear", "edge_self_linear", "edge_angle_linear1", "angle_self_linear"):
             lin = getattr(self, name)
             if lin.activation.kind != 0 or lin.has_idt:
                 return f"{name} has its own activation or timestep"
@@ -274,19 +285,28 @@ class RepFlowLayer(torch.nn.Module):
     def node_update(self, node: torch.Tensor, node_ext: torch.Tensor, edge: torch.Tensor, nei_node: torch.Tensor,
                     h2sw: torch.Tensor, sw: torch.Tensor, flat_index: torch.Tensor) -> torch.Tensor:
         nf, nloc = node.shape[0], node.shape[1]
-        updates: List[torch.Tensor] = [self.act(self.node_self_mlp(node))]
-        # grrg of edges and of neighbour nodes: hg = h2ᵀ(g⊙sw)/√nnei, grrg = hg[:, :axis]ᵀ hg / 3
+        # h2ᵀ(g⊙sw) of edges and of neighbour nodes
         h2t = h2sw.transpose(-1, -2)
-        hg_e = torch.matmul(h2t, edge) * self.e_scale
-        hg_n = torch.matmul(h2t, nei_node) * self.e_scale
+        # edge messages Σ_j φ(node_edge_linear([n_i, n_j, e_ij])) sw_ij / nnei, all heads
+        msg = self.act(self.node_edge_linear.edge_form(node, node_ext, edge, flat_index))
+        msg = torch.matmul(sw.unsqueeze(-2), msg).squeeze(-2) / self.e_norm
+        return self.node_combine(node, torch.matmul(h2t, edge), torch.matmul(h2t, nei_node), msg)
+
+    def node_combine(self, node: torch.Tensor, h2t_edge: torch.Tensor, h2t_node: torch.Tensor,
+                     msg: torch.Tensor) -> torch.Tensor:
+        """The node update from h2ᵀ(g⊙sw) of edges [nf,nloc,3,e] and neighbour nodes [nf,nloc,3,n] and the
+        edge messages [nf,nloc,heads x n]."""
+        nf, nloc = node.shape[0], node.shape[1]
+        updates: List[torch.Tensor] = [self.act(self.node_self_mlp(node))]
+        # grrg: hg = h2ᵀ(g⊙sw)/√nnei, grrg = hg[:, :axis]ᵀ hg / 3
+        hg_e = h2t_edge * self.e_scale
+        hg_n = h2t_node * self.e_scale
         grrg_e = torch.matmul(hg_e[..., : self.axis].transpose(-1, -2), hg_e) / 3.0
         grrg_n = torch.matmul(hg_n[..., : self.axis].transpose(-1, -2), hg_n) / 3.0
         sym_in = torch.cat([grrg_e.reshape(nf, nloc, self.axis * self.e_dim),
                             grrg_n.reshape(nf, nloc, self.axis * self.n_dim)], dim=-1)
         updates.append(self.act(self.node_sym_linear(sym_in)))
-        # edge messages Σ_j φ(node_edge_linear([n_i, n_j, e_ij])) sw_ij / nnei, one term per head
-        msg = self.act(self.node_edge_linear.edge_form(node, node_ext, edge, flat_index))
-        msg = torch.matmul(sw.unsqueeze(-2), msg).squeeze(-2) / self.e_norm
+        # one term per head
         if self.nheads > 1:
             heads = msg.reshape(nf, nloc, self.nheads, self.n_dim)
             for h in range(self.nheads):
@@ -327,11 +347,18 @@ class RepFlowLayer(torch.nn.Module):
         """m [nf, nloc, A, e_dim] padded to the edge list, then φ(edge_angle_linear2(m))."""
         nf, nloc, nnei = fallback.shape[0], fallback.shape[1], fallback.shape[2]
         nang = reduced.shape[2]
+        if self.smooth:
+            # beyond the angle list m is zero, so φ(edge_angle_linear2(0)) there is one constant row
+            upd = self.act(self.edge_angle_linear2(reduced))
+            if nnei > nang:
+                zero = torch.zeros(1, 1, 1, reduced.shape[3], dtype=reduced.dtype, device=reduced.device)
+                rest = self.act(self.edge_angle_linear2(zero)).expand(nf, nloc, nnei - nang, upd.shape[3])
+                upd = torch.cat([upd, rest], dim=2)
+            return upd
         if nnei > nang:
             reduced = torch.cat([reduced, torch.zeros(nf, nloc, nnei - nang, reduced.shape[3], dtype=reduced.dtype,
                                                       device=reduced.device)], dim=2)
-        if not self.smooth:
-            reduced = torch.where(full_mask.unsqueeze(-1), reduced, fallback)
+        reduced = torch.where(full_mask.unsqueeze(-1), reduced, fallback)  # e_ij beyond the angle list
         return self.act(self.edge_angle_linear2(reduced))
 
     def fused_angle(self, angle: torch.Tensor, node_a: torch.Tensor, edge_a: torch.Tensor, fallback: torch.Tensor,
@@ -349,20 +376,58 @@ class RepFlowLayer(torch.nn.Module):
             angle, a_mask.reshape(nb, nang), a_sw.reshape(nb, nang), pe.reshape(nb, nang, self.e_dim),
             torch.matmul(edge_a, l1.w2).reshape(nb, nang, self.e_dim), l1.w0, pa.reshape(nb, nang, a),
             torch.matmul(edge_a, l2.w2).reshape(nb, nang, a), l2.w0, self.fused_res, self.fused_alpha,
-            self.act.kind, self.act.threshold, self.act.slope, self.act.const, self.a_scale)
+            self.act.kind, self.act.threshold, self.act.slope, self.act.const, self.a_scale, self.angles_read)
         eang = self.edge_angle_finish(reduced.reshape(nf, nloc, nang, self.e_dim), fallback, full_mask)
-        return eang, angle_new
+        return eang, angle_new if self.angles_read else angle
+
+    def fused_edges(self, node: torch.Tensor, node_ext: torch.Tensor, edge: torch.Tensor, h2sw: torch.Tensor,
+                    sw: torch.Tensor, nbr: torch.Tensor,
+                    node_only: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(messages [nf,nloc,heads x n], edge self update [nf,nloc,N,e] (empty when node_only), h2ᵀ(g⊙sw)
+        of edges and of neighbour nodes) through the kernel: per edge, one product of the two linears."""
+        nf, nloc, nnei = edge.shape[0], edge.shape[1], edge.shape[2]
+        nb, n = nf * nloc, self.n_dim
+        if node_only:
+            w0, w1, w2, b = self.node_edge_linear.w0, self.node_edge_linear.w1, self.node_edge_linear.w2, \
+                self.node_edge_linear.b
+        else:
+            w0, w1, w2, b = self.fused_w0, self.fused_w1, self.fused_w2, self.fused_b
+        ext = node_ext.reshape(-1, n)
+        msg, eself, h2t_edge, h2t_node = torch.ops.deepmd_kernels.repflow_edge(
+            edge.reshape(nb, nnei, self.e_dim), nbr.reshape(nb, nnei), sw.reshape(nb, nnei),
+            h2sw.reshape(nb, nnei, 3), ext, torch.matmul(ext, w1), torch.matmul(node.reshape(nb, n), w0) + b, w2,
+            self.nheads * n, self.act.kind, self.act.threshold, self.act.slope, self.act.const, self.e_norm)
+        return (msg.reshape(nf, nloc, self.nheads * n), eself.reshape(nf, nloc, nnei, eself.shape[2]),
+                h2t_edge.reshape(nf, nloc, 3, self.e_dim), h2t_node.reshape(nf, nloc, 3, n))
+
+    def fused_forward(self, node: torch.Tensor, node_ext: torch.Tensor, edge: torch.Tensor, angle: torch.Tensor,
+                      h2sw: torch.Tensor, sw: torch.Tensor, nbr: torch.Tensor, a_mask: torch.Tensor,
+                      a_sw: torch.Tensor, full_mask: torch.Tensor,
+                      node_only: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The parallel update through the kernels (angles packed, pack_angles)."""
+        msg, eself, h2t_edge, h2t_node = self.fused_edges(node, node_ext, edge, h2sw, sw, nbr, node_only)
+        node_new = self.node_combine(node, h2t_edge, h2t_node, msg)
+        if node_only:
+            return node_new, edge, angle
+        if self.update_angle:
+            node_a, edge_a = self.angle_inputs(node, edge, a_mask)
+            eang, angle_new = self.fused_angle(angle, node_a, edge_a, edge, a_mask, a_sw, full_mask)
+            return node_new, self.combine(edge, [eself, eang], self.e_residual), angle_new
+        return node_new, self.combine(edge, [eself], self.e_residual), angle
 
     def forward(self, node: torch.Tensor, node_ext: torch.Tensor, edge: torch.Tensor, angle: torch.Tensor,
-                h2sw: torch.Tensor, sw: torch.Tensor, flat_index: torch.Tensor, a_mask: torch.Tensor,
-                a_sw: torch.Tensor, full_mask: torch.Tensor,
+                h2sw: torch.Tensor, sw: torch.Tensor, flat_index: torch.Tensor, nbr: torch.Tensor,
+                a_mask: torch.Tensor, a_sw: torch.Tensor, full_mask: torch.Tensor,
                 node_only: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """node [nf,nloc,n], node_ext [nf,nall,n] (ghosts filled), edge [nf,nloc,N,e], angle [nf,nloc,A,A,a]
         (fused: packed, [pairs, a], pack_angles),
-        h2sw = h2⊙sw masked [nf,nloc,N,3], sw [nf,nloc,N], flat_index [nf*nloc*N], a_mask / a_sw
-        [nf,nloc,A], full_mask [nf,nloc,N] (angle mask padded with False). node_only (the last layer, whose
-        edges and angles nothing reads): in parallel mode the node update reads only the layer's inputs,
-        so the edge and angle updates are skipped (edge and angle are returned unchanged)."""
+        h2sw = h2⊙sw masked [nf,nloc,N,3], sw [nf,nloc,N], flat_index [nf*nloc*N] (padded slots at row 0 of
+        their frame), nbr [nf,nloc,N] (the same rows, -1 at padded slots), a_mask / a_sw [nf,nloc,A],
+        full_mask [nf,nloc,N] (angle mask padded with False). node_only (the last layer, whose edges and
+        angles nothing reads): in parallel mode the node update reads only the layer's inputs, so the edge
+        and angle updates are skipped (edge and angle are returned unchanged)."""
+        if self.fused:
+            return self.fused_forward(node, node_ext, edge, angle, h2sw, sw, nbr, a_mask, a_sw, full_mask, node_only)
         nf, nloc, nnei = edge.shape[0], edge.shape[1], edge.shape[2]
         nei_node = gather_neighbours(node_ext, flat_index, nf, nloc, nnei)
         if self.sequential:
@@ -380,11 +445,7 @@ class RepFlowLayer(torch.nn.Module):
         if node_only:
             return node_new, edge, angle
         eself = self.act(self.edge_self_linear.edge_form(node, node_ext, edge, flat_index))
-        if self.update_angle and self.fused:
-            node_a, edge_a = self.angle_inputs(node, edge, a_mask)
-            eang, angle_new = self.fused_angle(angle, node_a, edge_a, edge, a_mask, a_sw, full_mask)
-            edge_new = self.combine(edge, [eself, eang], self.e_residual)
-        elif self.update_angle:
+        if self.update_angle:
             node_a, edge_a = self.angle_inputs(node, edge, a_mask)
             eang = self.edge_angle_update(angle, node_a, edge_a, edge, a_sw, full_mask)
             edge_new = self.combine(edge, [eself, eang], self.e_residual)

@@ -67,7 +67,7 @@ Checked Check(const at::Tensor& angle, const at::Tensor& real, const at::Tensor&
 
 template <typename T>
 AngleInputs<T> Inputs(const Checked& c, double alpha, int64_t act, double threshold, double slope, double shift,
-                      double scale) {
+                      double scale, bool update) {
   AngleInputs<T> in;
   in.nb = c.real.size(0);
   in.nang = c.real.size(1);
@@ -87,6 +87,7 @@ AngleInputs<T> Inputs(const Checked& c, double alpha, int64_t act, double thresh
   in.alpha = static_cast<T>(alpha);
   in.inv_scale = static_cast<T>(1.0 / scale);
   in.act = Act{static_cast<ActKind>(act), threshold, slope, shift};
+  in.update = update;
   return in;
 }
 
@@ -96,15 +97,15 @@ std::tuple<at::Tensor, at::Tensor> RepflowAngleCpu(const at::Tensor& angle, cons
                                                    const at::Tensor& p_angle, const at::Tensor& q_angle,
                                                    const at::Tensor& w_angle, const at::Tensor& residual, double alpha,
                                                    int64_t act, double threshold, double slope, double shift,
-                                                   double a_scale) {
+                                                   double a_scale, bool update_angle) {
   const Checked c = Check(angle, a_mask, a_sw, p_edge, q_edge, w_edge, p_angle, q_angle, w_angle, residual, act);
   at::Tensor reduced = at::empty(p_edge.sizes(), c.angle.options());
-  at::Tensor angle_new = at::empty(c.angle.sizes(), c.angle.options());
+  at::Tensor angle_new = at::empty({update_angle ? c.angle.size(0) : 0, c.angle.size(1)}, c.angle.options());
   if (reduced.numel() == 0) {  // no edge channels: angle_new still needs its update
     reduced.zero_();
   }
   AT_DISPATCH_FLOATING_TYPES(c.angle.scalar_type(), "repflow_angle", [&] {
-    const AngleInputs<scalar_t> in = Inputs<scalar_t>(c, alpha, act, threshold, slope, shift, a_scale);
+    const AngleInputs<scalar_t> in = Inputs<scalar_t>(c, alpha, act, threshold, slope, shift, a_scale, update_angle);
     const AngleOutputs<scalar_t> out{reduced.data_ptr<scalar_t>(), angle_new.data_ptr<scalar_t>()};
     at::parallel_for(0, in.nb, kGrain, [&](int64_t b0, int64_t b1) { AngleForward(in, out, b0, b1); });
   });
@@ -117,7 +118,7 @@ class RepflowAngleFunction : public torch::autograd::Function<RepflowAngleFuncti
                                const at::Tensor& a_sw, const at::Tensor& p_edge, const at::Tensor& q_edge,
                                const at::Tensor& w_edge, const at::Tensor& p_angle, const at::Tensor& q_angle,
                                const at::Tensor& w_angle, const at::Tensor& residual, double alpha, int64_t act,
-                               double threshold, double slope, double shift, double a_scale) {
+                               double threshold, double slope, double shift, double a_scale, bool update_angle) {
     TORCH_CHECK(!w_edge.requires_grad() && !w_angle.requires_grad() && !residual.requires_grad(),
                 "deepmd_kernels::repflow_angle is an inference kernel: it differentiates the inputs, not the weights; "
                 "train with the reference formulation (deepmd.dpkit's default)");
@@ -128,12 +129,13 @@ class RepflowAngleFunction : public torch::autograd::Function<RepflowAngleFuncti
     ctx->saved_data["slope"] = slope;
     ctx->saved_data["shift"] = shift;
     ctx->saved_data["a_scale"] = a_scale;
+    ctx->saved_data["update_angle"] = update_angle;
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     static const auto op = c10::Dispatcher::singleton()
                                .findSchemaOrThrow("deepmd_kernels::repflow_angle", "")
                                .typed<decltype(RepflowAngleCpu)>();
     auto [reduced, angle_new] = op.call(angle, a_mask, a_sw, p_edge, q_edge, w_edge, p_angle, q_angle, w_angle,
-                                        residual, alpha, act, threshold, slope, shift, a_scale);
+                                        residual, alpha, act, threshold, slope, shift, a_scale, update_angle);
     return {reduced, angle_new};
   }
 
@@ -142,9 +144,12 @@ class RepflowAngleFunction : public torch::autograd::Function<RepflowAngleFuncti
                 "deepmd_kernels::repflow_angle is differentiable once only (create_graph=True asks for a second "
                 "derivative); use the reference formulation (export --reference-layers) for that");
     const variable_list s = ctx->get_saved_variables();
+    const bool update = ctx->saved_data["update_angle"].toBool();
     const Checked c = Check(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], ctx->saved_data["act"].toInt());
     const at::Tensor g_reduced = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(c.pe);
-    const at::Tensor g_angle_new = grads[1].defined() ? grads[1].contiguous() : at::zeros_like(c.angle);
+    const at::Tensor g_angle_new = grads[1].defined() && update
+                                       ? grads[1].contiguous()
+                                       : at::zeros({update ? c.angle.size(0) : 0, c.angle.size(1)}, c.angle.options());
     at::Tensor g_angle = at::empty_like(c.angle), g_sw = at::empty_like(c.sw);
     at::Tensor g_pe = at::empty_like(c.pe), g_qe = at::empty_like(c.qe);
     at::Tensor g_pa = at::empty_like(c.pa), g_qa = at::empty_like(c.qa);
@@ -153,7 +158,7 @@ class RepflowAngleFunction : public torch::autograd::Function<RepflowAngleFuncti
         const AngleInputs<scalar_t> in =
             Inputs<scalar_t>(c, ctx->saved_data["alpha"].toDouble(), ctx->saved_data["act"].toInt(),
                              ctx->saved_data["threshold"].toDouble(), ctx->saved_data["slope"].toDouble(),
-                             ctx->saved_data["shift"].toDouble(), ctx->saved_data["a_scale"].toDouble());
+                             ctx->saved_data["shift"].toDouble(), ctx->saved_data["a_scale"].toDouble(), update);
         AngleGradients<scalar_t> g;
         g.g_reduced = g_reduced.data_ptr<scalar_t>();
         g.g_angle_new = g_angle_new.data_ptr<scalar_t>();
@@ -167,7 +172,7 @@ class RepflowAngleFunction : public torch::autograd::Function<RepflowAngleFuncti
       });
     }
     const at::Tensor none;
-    return {g_angle, none, g_sw, g_pe, g_qe, none, g_pa, g_qa, none, none, none, none, none, none, none, none};
+    return {g_angle, none, g_sw, g_pe, g_qe, none, g_pa, g_qa, none, none, none, none, none, none, none, none, none};
   }
 };
 
@@ -177,9 +182,10 @@ std::tuple<at::Tensor, at::Tensor> RepflowAngleAutograd(const at::Tensor& angle,
                                                         const at::Tensor& p_angle, const at::Tensor& q_angle,
                                                         const at::Tensor& w_angle, const at::Tensor& residual,
                                                         double alpha, int64_t act, double threshold, double slope,
-                                                        double shift, double a_scale) {
-  variable_list out = RepflowAngleFunction::apply(angle, a_mask, a_sw, p_edge, q_edge, w_edge, p_angle, q_angle,
-                                                  w_angle, residual, alpha, act, threshold, slope, shift, a_scale);
+                                                        double shift, double a_scale, bool update_angle) {
+  variable_list out =
+      RepflowAngleFunction::apply(angle, a_mask, a_sw, p_edge, q_edge, w_edge, p_angle, q_angle, w_angle, residual,
+                                  alpha, act, threshold, slope, shift, a_scale, update_angle);
   return {out[0], out[1]};
 }
 
@@ -191,7 +197,7 @@ TORCH_LIBRARY(deepmd_kernels, m) {
       "repflow_angle(Tensor angle, Tensor a_mask, Tensor a_sw, Tensor p_edge, Tensor q_edge, Tensor w_edge, Tensor "
       "p_angle, "
       "Tensor q_angle, Tensor w_angle, Tensor residual, float alpha, int act, float threshold, float slope, "
-      "float shift, float a_scale) -> (Tensor reduced, Tensor angle_new)");
+      "float shift, float a_scale, bool update_angle=True) -> (Tensor reduced, Tensor angle_new)");
 }
 
 TORCH_LIBRARY_IMPL(deepmd_kernels, CPU, m) { m.impl("repflow_angle", deepmd::kernels::RepflowAngleCpu); }

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "deepmd/kernels/rows.h"
+
 namespace deepmd::kernels {
 namespace {
 
@@ -30,40 +32,6 @@ template <typename T>
 Scratch<T>& ThreadScratch() {
   thread_local Scratch<T> s;
   return s;
-}
-
-// y[k, :] = p + q[k, :] + x[k, :] W for k < n (x [n, a], W [a, w], y and q [n, w]).
-template <typename T>
-__attribute__((always_inline)) inline void Affine(const T* __restrict x, const T* __restrict w, const T* __restrict p,
-                                                  const T* __restrict q, T* __restrict y, int64_t n, int64_t a,
-                                                  int64_t width) {
-  for (int64_t k = 0; k < n; ++k) {
-    T* __restrict yk = y + k * width;
-    const T* __restrict qk = q + k * width;
-    for (int64_t o = 0; o < width; ++o) yk[o] = p[o] + qk[o];
-  }
-  for (int64_t c = 0; c < a; ++c) {
-    const T* __restrict wc = w + c * width;
-    for (int64_t k = 0; k < n; ++k) {
-      const T xc = x[k * a + c];
-      T* __restrict yk = y + k * width;
-      for (int64_t o = 0; o < width; ++o) yk[o] += xc * wc[o];
-    }
-  }
-}
-
-// g[k, :] += d[k, :] Wt for k < n (d [n, w], Wt [w, a] the transposed weight, g [n, a]).
-template <typename T>
-__attribute__((always_inline)) inline void AddBack(const T* __restrict d, const T* __restrict wt, T* __restrict g,
-                                                   int64_t n, int64_t width, int64_t a) {
-  for (int64_t o = 0; o < width; ++o) {
-    const T* __restrict w = wt + o * a;
-    for (int64_t k = 0; k < n; ++k) {
-      const T v = d[k * width + o];
-      T* __restrict gk = g + k * a;
-      for (int64_t c = 0; c < a; ++c) gk[c] += v * w[c];
-    }
-  }
 }
 
 // Compacts a centre's real slots: their indices, switches and p, q rows. Returns their count.
@@ -114,6 +82,7 @@ __attribute__((always_inline)) inline void ForwardRange(const AngleInputs<T>& in
       }
       const T c = s.sw[jj] * inv_scale;
       for (int64_t o = 0; o < e; ++o) rj[o] *= c;
+      if (!in.update) continue;
       // angle self update
       Affine(x, in.wa, s.pa.data() + jj * a, s.qa.data(), s.z.data(), n, a, a);
       Apply<false>(in.act, s.z.data(), static_cast<T*>(nullptr), n * a);
@@ -179,12 +148,17 @@ __attribute__((always_inline)) inline void BackwardRange(const AngleInputs<T>& i
         }
       }
       s.gsw[jj] += gsw_j * inv_scale;
+      T* __restrict gx = gx_out + jj * n * a;
+      if (!in.update) {
+        std::fill(gx, gx + n * a, T(0));
+        AddBack(s.gy.data(), s.wet.data(), gx, n, e, a);
+        continue;
+      }
       // angle self update: angle_new = alpha angle + res act(z)
       Affine(x, in.wa, s.pa.data() + jj * a, s.qa.data(), s.z.data(), n, a, a);
       Apply<true>(in.act, s.z.data(), s.dz.data(), n * a);
       T* __restrict gpa = g.pa + (b * A + j) * a;
       const T* __restrict gk = gang + jj * n * a;  // row j of the incoming gradient: [n, a]
-      T* __restrict gx = gx_out + jj * n * a;
       for (int64_t kk = 0; kk < n; ++kk) {
         const T* __restrict dk = s.dz.data() + kk * a;
         T* __restrict gzk = s.gz.data() + kk * a;
@@ -222,8 +196,6 @@ void PairOffsets(const bool* real, int64_t nb, int64_t nang, int64_t* offset) {
     offset[b + 1] = offset[b] + n * n;
   }
 }
-
-#define DEEPMD_KERNELS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
 DEEPMD_KERNELS_CLONES void AngleForward(const AngleInputs<float>& in, const AngleOutputs<float>& out, int64_t b0,
                                         int64_t b1) {

@@ -5,7 +5,8 @@
 //   u_jk  = act(angle_jk W_e + pe_j + qe_k)                 [e]  (edge_angle_linear1)
 //   reduced_j = sw_j / scale * sum_k sw_k u_jk              [e]
 //   v_jk  = act(angle_jk W_a + pa_j + qa_k)                 [a]  (angle_self_linear)
-//   angle_new_jk = alpha angle_jk + res * v_jk              [a]  (the layer's update_style)
+//   angle_new_jk = alpha angle_jk + res * v_jk              [a]  (the layer's update_style; skipped when
+//                                                                 nothing reads it)
 // Padded slots (real = false) are never read: their rows of `reduced` and of the gradients are zero,
 // as in the padded formula, where every term that touches them is multiplied by a zero switch.
 // Nothing of size [A, A, e] is formed; nothing at all is stored for padded pairs.
@@ -34,6 +35,7 @@ struct AngleInputs {
   const T* res = nullptr;                  // [a]
   T alpha = 1, inv_scale = 1;
   Act act;
+  bool update = true;  // false: angle_new is not computed (nothing reads it: the layer before a node-only one)
 };
 
 template <typename T>

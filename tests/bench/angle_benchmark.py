@@ -105,7 +105,7 @@ def graph_steps(args) -> dict:
 def angle_path(layer, x: list, fused: bool, packed: torch.Tensor):
     """Forward + backward of the layer's angle path (edge-angle message and the angle update); the fused
     path on the packed angles (real pairs only), the layout the fused model keeps from its start."""
-    node, node_ext, edge, angle, h2sw, sw, flat_index, a_mask, a_sw, full_mask = x[:10]
+    node, node_ext, edge, angle, h2sw, sw, flat_index, nbr, a_mask, a_sw, full_mask = x[:11]
     edge = edge.detach().requires_grad_(True)
     angle = (packed if fused else angle).detach().requires_grad_(True)
     node_a, edge_a = layer.angle_inputs(node, edge, a_mask)
@@ -149,7 +149,7 @@ def angle_benchmark(args) -> dict:
     angle = x[3]
     times: Dict[str, List[float]] = {f: [] for f in FORMULATIONS}
     from deepmd.dpkit.repflow_layer import pack_angles
-    packed = pack_angles(angle, x[7])
+    packed = pack_angles(angle, x[8])
     for f in FORMULATIONS:
         angle_path(layer, x, f == "fused", packed)  # warm up
     for i in range(args.steps):
@@ -158,7 +158,7 @@ def angle_benchmark(args) -> dict:
             angle_path(layer, x, f == "fused", packed)
             times[f].append(time.perf_counter() - t0)
     nloc = angle.shape[1]
-    real = int((x[8] != 0).sum())
+    real = int((x[9] != 0).sum())
     return {"natoms": int(nloc), "angle_shape": list(angle.shape), "real_angle_slots_per_atom": real / nloc,
             **{f + "_s": float(np.median(t)) for f, t in times.items()}}
 

@@ -135,6 +135,29 @@ class RepflowAngleTest(unittest.TestCase):
         for alpha in (0.5 ** 0.5, 1.0):
             self.compare(torch.float64, 1e-12, "silu", (4, 6, 4, 8), alpha=alpha, seed=3)
 
+    def test_without_angle_update(self):
+        """update_angle=False (nothing reads angle_new): the same reduced and gradients as the edge message
+        alone, angle_new empty."""
+        act = Activation("silut:10.0")
+        t = inputs(5, 7, 4, 6, torch.float64, 11)
+        pair = pair_mask(t["a_mask"])
+        g = torch.Generator().manual_seed(12)
+        g_red = torch.randn(5, 7, 6, generator=g, dtype=torch.float64)
+
+        def run(update):
+            leaves = {k: (v.clone().requires_grad_(k in DIFFERENTIABLE)) for k, v in dict(t, angle=t["angle"][pair]).items()}
+            red, new = torch.ops.deepmd_kernels.repflow_angle(*[leaves[k] for k in ORDER], *scalars(act, 1.0, 3.0),
+                                                               update)
+            got = torch.autograd.grad([(red * g_red).sum()], [leaves[k] for k in ("angle", "a_sw", "p_edge", "q_edge")])
+            return red, new, got
+
+        red, new, got = run(True)
+        red0, new0, got0 = run(False)
+        self.assertEqual(tuple(new0.shape), (0, 4))
+        self.assertLessEqual(rel(red0, red), 1e-15)
+        for x, y in zip(got0, got):
+            self.assertLessEqual(rel(x, y), 1e-15)
+
     def test_padded_slots(self):
         """Padded slots add nothing to reduced, and changing padded inputs changes no real output."""
         act = Activation("silut:10.0")

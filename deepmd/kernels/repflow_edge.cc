@@ -1,0 +1,181 @@
+// Per-centre loops of the fused edge path (repflow_edge.h). A centre's real slots are compacted into
+// scratch rows (edges, gathered p rows), the linear and its activation evaluated there (rows.h), and
+// the messages reduced before the next centre: nothing per edge outlives its centre.
+#include "deepmd/kernels/repflow_edge.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "deepmd/kernels/rows.h"
+
+namespace deepmd::kernels {
+namespace {
+
+template <typename T>
+struct EdgeScratch {
+  std::vector<int64_t> slot, row;  // real slots and their rows
+  std::vector<T> x, p, y, dy, gy, gx, wt, h, nodes;
+  void Reserve(int64_t nnei, int64_t e, int64_t nd, int64_t f) {
+    const size_t n = static_cast<size_t>(nnei);
+    slot.resize(n);
+    row.resize(n);
+    for (std::vector<T>* v : {&x, &gx}) v->resize(n * e);
+    for (std::vector<T>* v : {&p, &y, &dy, &gy}) v->resize(n * f);
+    wt.resize(e * f);
+    h.resize(n * 3);
+    nodes.resize(n * nd);
+  }
+};
+
+template <typename T>
+EdgeScratch<T>& ThreadEdgeScratch() {
+  thread_local EdgeScratch<T> s;
+  return s;
+}
+
+// Compacts centre b's real slots (their edges and p rows) and evaluates y = q_b + p_r + edge W, and its
+// activation (with the derivative when D). Returns the real-slot count.
+template <bool D, typename T>
+__attribute__((always_inline)) inline int64_t Evaluate(const EdgeInputs<T>& in, int64_t b, EdgeScratch<T>& s) {
+  const int64_t N = in.nnei, e = in.e, f = in.f;
+  int64_t n = 0;
+  for (int64_t j = 0; j < N; ++j) {
+    const int64_t r = in.nbr[b * N + j];
+    if (r < 0) continue;
+    s.slot[n] = j;
+    s.row[n] = r;
+    std::copy_n(in.edge + (b * N + j) * e, e, s.x.data() + n * e);
+    std::copy_n(in.p + r * f, f, s.p.data() + n * f);
+    ++n;
+  }
+  Affine(s.x.data(), in.w, in.q + b * f, s.p.data(), s.y.data(), n, e, f);
+  Apply<D>(in.act, s.y.data(), D ? s.dy.data() : static_cast<T*>(nullptr), n * f);
+  return n;
+}
+
+// out[d, :] = sum_k h[k, d] rows_k for the 3 directions (h the compact h2sw rows, rows_k of `width`).
+template <typename T>
+__attribute__((always_inline)) inline void Moments(const T* __restrict h, const T* __restrict rows, int64_t n,
+                                                   int64_t width, T* __restrict out) {
+  std::fill(out, out + 3 * width, T(0));
+  for (int64_t k = 0; k < n; ++k) {
+    const T* __restrict rk = rows + k * width;
+    for (int64_t d = 0; d < 3; ++d) {
+      const T hd = h[k * 3 + d];
+      T* __restrict od = out + d * width;
+      for (int64_t c = 0; c < width; ++c) od[c] += hd * rk[c];
+    }
+  }
+}
+
+template <typename T>
+__attribute__((always_inline)) inline void ForwardRange(const EdgeInputs<T>& in, const EdgeOutputs<T>& out, int64_t b0,
+                                                        int64_t b1) {
+  const int64_t N = in.nnei, e = in.e, nd = in.n, f = in.f, m = in.m, se = f - m;
+  const T inv_norm = in.inv_norm;
+  EdgeScratch<T>& s = ThreadEdgeScratch<T>();
+  s.Reserve(N, e, nd, f);
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t n = Evaluate<false>(in, b, s);
+    T* __restrict msg = out.msg + b * m;
+    std::fill(msg, msg + m, T(0));
+    for (int64_t k = 0; k < n; ++k) {
+      const T c = in.sw[b * N + s.slot[k]] * inv_norm;
+      const T* __restrict yk = s.y.data() + k * f;
+      for (int64_t o = 0; o < m; ++o) msg[o] += c * yk[o];
+    }
+    if (se > 0) {
+      T* eself = out.eself + b * N * se;
+      std::fill(eself, eself + N * se, T(0));
+      for (int64_t k = 0; k < n; ++k) std::copy_n(s.y.data() + k * f + m, se, eself + s.slot[k] * se);
+    }
+    for (int64_t k = 0; k < n; ++k) {
+      std::copy_n(in.h2sw + (b * N + s.slot[k]) * 3, 3, s.h.data() + k * 3);
+      std::copy_n(in.node_ext + s.row[k] * nd, nd, s.nodes.data() + k * nd);
+    }
+    Moments(s.h.data(), s.x.data(), n, e, out.hg_edge + b * 3 * e);
+    Moments(s.h.data(), s.nodes.data(), n, nd, out.hg_node + b * 3 * nd);
+  }
+}
+
+template <typename T>
+__attribute__((always_inline)) inline void BackwardRange(const EdgeInputs<T>& in, const EdgeGradients<T>& g, int64_t b0,
+                                                         int64_t b1) {
+  const int64_t N = in.nnei, e = in.e, nd = in.n, f = in.f, m = in.m, se = f - m;
+  const T inv_norm = in.inv_norm;
+  EdgeScratch<T>& s = ThreadEdgeScratch<T>();
+  s.Reserve(N, e, nd, f);
+  for (int64_t c = 0; c < e; ++c) {  // transposed weight: the edge gradient loop runs over edge channels
+    for (int64_t o = 0; o < f; ++o) s.wt[o * e + c] = in.w[c * f + o];
+  }
+  for (int64_t b = b0; b < b1; ++b) {
+    std::fill(g.edge + b * N * e, g.edge + (b + 1) * N * e, T(0));
+    std::fill(g.sw + b * N, g.sw + (b + 1) * N, T(0));
+    std::fill(g.h2sw + b * N * 3, g.h2sw + (b + 1) * N * 3, T(0));
+    T* __restrict gq = g.q + b * f;
+    std::fill(gq, gq + f, T(0));
+    const int64_t n = Evaluate<true>(in, b, s);
+    const T* __restrict gm = g.g_msg + b * m;
+    const T* __restrict ghe = g.g_hg_edge + b * 3 * e;
+    const T* __restrict ghn = g.g_hg_node + b * 3 * nd;
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t j = s.slot[k], r = s.row[k];
+      const T* __restrict u = s.y.data() + k * f;
+      const T* __restrict du = s.dy.data() + k * f;
+      T* __restrict gy = s.gy.data() + k * f;
+      // msg = sum sw u[:m] / norm
+      const T c = in.sw[b * N + j] * inv_norm;
+      T gsw = 0;
+      for (int64_t o = 0; o < m; ++o) {
+        gsw += gm[o] * u[o];
+        gy[o] = c * gm[o] * du[o];
+      }
+      g.sw[b * N + j] = gsw * inv_norm;
+      const T* __restrict ges = g.g_eself + (b * N + j) * se;
+      for (int64_t o = 0; o < se; ++o) gy[m + o] = ges[o] * du[m + o];
+      T* __restrict gp = g.p + r * f;
+      for (int64_t o = 0; o < f; ++o) {
+        gp[o] += gy[o];
+        gq[o] += gy[o];
+      }
+      // the moments: hg_edge = sum h2sw^T edge, hg_node = sum h2sw^T node_ext
+      const T* __restrict h = in.h2sw + (b * N + j) * 3;
+      const T* __restrict xk = s.x.data() + k * e;
+      const T* __restrict node = in.node_ext + r * nd;
+      T* __restrict gx = s.gx.data() + k * e;
+      T* __restrict gnode = g.node_ext + r * nd;
+      for (int64_t d = 0; d < 3; ++d) {
+        T te = 0, tn = 0;
+        for (int64_t i = 0; i < e; ++i) te += ghe[d * e + i] * xk[i];
+        for (int64_t i = 0; i < nd; ++i) tn += ghn[d * nd + i] * node[i];
+        g.h2sw[(b * N + j) * 3 + d] = te + tn;
+      }
+      for (int64_t i = 0; i < e; ++i) gx[i] = h[0] * ghe[i] + h[1] * ghe[e + i] + h[2] * ghe[2 * e + i];
+      for (int64_t i = 0; i < nd; ++i) gnode[i] += h[0] * ghn[i] + h[1] * ghn[nd + i] + h[2] * ghn[2 * nd + i];
+    }
+    // d/d edge_j = W gy_j + the moments' part
+    AddBack(s.gy.data(), s.wt.data(), s.gx.data(), n, f, e);
+    for (int64_t k = 0; k < n; ++k) std::copy_n(s.gx.data() + k * e, e, g.edge + (b * N + s.slot[k]) * e);
+  }
+}
+
+}  // namespace
+
+DEEPMD_KERNELS_CLONES void EdgeForward(const EdgeInputs<float>& in, const EdgeOutputs<float>& out, int64_t b0,
+                                       int64_t b1) {
+  ForwardRange(in, out, b0, b1);
+}
+DEEPMD_KERNELS_CLONES void EdgeForward(const EdgeInputs<double>& in, const EdgeOutputs<double>& out, int64_t b0,
+                                       int64_t b1) {
+  ForwardRange(in, out, b0, b1);
+}
+DEEPMD_KERNELS_CLONES void EdgeBackward(const EdgeInputs<float>& in, const EdgeGradients<float>& g, int64_t b0,
+                                        int64_t b1) {
+  BackwardRange(in, g, b0, b1);
+}
+DEEPMD_KERNELS_CLONES void EdgeBackward(const EdgeInputs<double>& in, const EdgeGradients<double>& g, int64_t b0,
+                                        int64_t b1) {
+  BackwardRange(in, g, b0, b1);
+}
+
+}  // namespace deepmd::kernels

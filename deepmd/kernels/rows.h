@@ -1,0 +1,115 @@
+// Small dense products over the rows of a per-centre scratch block, shared by the fused kernels
+// (GCC vectorises the loops over output channels; the callers' target_clones give AVX2 and AVX-512
+// versions).
+#ifndef DEEPMD_KERNELS_ROWS_H_
+#define DEEPMD_KERNELS_ROWS_H_
+
+#include <cstdint>
+#include <cstring>
+
+// The entry points of the kernels: AVX-512, AVX2 and baseline versions, chosen when the library loads.
+#define DEEPMD_KERNELS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+namespace deepmd::kernels {
+
+// The products below work on blocks of R rows x whole vectors of output channels held in registers
+// (GCC's vector extensions: 64-byte vectors, 32-byte ones for a remaining half, single channels last):
+// each weight row loaded feeds R FMAs and nothing is stored until the block is done.
+
+template <typename T, int kBytes>
+struct Lanes {
+  typedef T V __attribute__((vector_size(kBytes)));
+  static constexpr int kN = kBytes / static_cast<int>(sizeof(T));
+};
+
+template <typename V, typename T>
+__attribute__((always_inline)) inline V Load(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+
+template <typename V, typename T>
+__attribute__((always_inline)) inline void Store(T* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+// y[r, o0 : o0 + CV vectors] (+)= sum_c x[r, c] w[c, ...] for R rows (x [R, a], w [a, width], y [R, width]).
+// kInit: the block starts from p[o] + q[r, o] (Affine), otherwise from y[r, o] (accumulate).
+template <int R, int CV, int kBytes, bool kInit, typename T>
+__attribute__((always_inline)) inline void Block(const T* __restrict x, const T* __restrict w, const T* __restrict p,
+                                                 const T* __restrict q, T* __restrict y, int64_t a, int64_t width,
+                                                 int64_t o0) {
+  using V = typename Lanes<T, kBytes>::V;
+  constexpr int L = Lanes<T, kBytes>::kN;
+  V acc[R][CV];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < CV; ++v) {
+      const int64_t o = o0 + v * L;
+      acc[r][v] = kInit ? Load<V>(p + o) + Load<V>(q + r * width + o) : Load<V>(y + r * width + o);
+    }
+  }
+  for (int64_t c = 0; c < a; ++c) {
+    V wc[CV];
+    for (int v = 0; v < CV; ++v) wc[v] = Load<V>(w + c * width + o0 + v * L);
+    for (int r = 0; r < R; ++r) {
+      const V xc = V{} + x[r * a + c];
+      for (int v = 0; v < CV; ++v) acc[r][v] += xc * wc[v];
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < CV; ++v) Store(y + r * width + o0 + v * L, acc[r][v]);
+  }
+}
+
+template <int R, bool kInit, typename T>
+__attribute__((always_inline)) inline void BlockRows(const T* __restrict x, const T* __restrict w,
+                                                     const T* __restrict p, const T* __restrict q, T* __restrict y,
+                                                     int64_t a, int64_t width) {
+  constexpr int L = Lanes<T, 64>::kN, H = Lanes<T, 32>::kN;
+  int64_t o0 = 0;
+  for (; o0 + 2 * L <= width; o0 += 2 * L) Block<R, 2, 64, kInit>(x, w, p, q, y, a, width, o0);
+  if (o0 + L <= width) {
+    Block<R, 1, 64, kInit>(x, w, p, q, y, a, width, o0);
+    o0 += L;
+  }
+  if (o0 + H <= width) {
+    Block<R, 1, 32, kInit>(x, w, p, q, y, a, width, o0);
+    o0 += H;
+  }
+  for (; o0 < width; ++o0) {  // the last few channels one by one
+    for (int r = 0; r < R; ++r) {
+      T acc = kInit ? p[o0] + q[r * width + o0] : y[r * width + o0];
+      for (int64_t c = 0; c < a; ++c) acc += x[r * a + c] * w[c * width + o0];
+      y[r * width + o0] = acc;
+    }
+  }
+}
+
+template <bool kInit, typename T>
+__attribute__((always_inline)) inline void Rows(const T* __restrict x, const T* __restrict w, const T* __restrict p,
+                                                const T* __restrict q, T* __restrict y, int64_t n, int64_t a,
+                                                int64_t width) {
+  int64_t k = 0;
+  for (; k + 4 <= n; k += 4) BlockRows<4, kInit>(x + k * a, w, p, q + k * width, y + k * width, a, width);
+  for (; k < n; ++k) BlockRows<1, kInit>(x + k * a, w, p, q + k * width, y + k * width, a, width);
+}
+
+// y[k, :] = p + q[k, :] + x[k, :] W for k < n (x [n, a], W [a, width], y and q [n, width]).
+template <typename T>
+__attribute__((always_inline)) inline void Affine(const T* __restrict x, const T* __restrict w, const T* __restrict p,
+                                                  const T* __restrict q, T* __restrict y, int64_t n, int64_t a,
+                                                  int64_t width) {
+  Rows<true>(x, w, p, q, y, n, a, width);
+}
+
+// g[k, :] += d[k, :] Wt for k < n (d [n, width], Wt [width, a] the transposed weight, g [n, a]).
+template <typename T>
+__attribute__((always_inline)) inline void AddBack(const T* __restrict d, const T* __restrict wt, T* __restrict g,
+                                                   int64_t n, int64_t width, int64_t a) {
+  Rows<false>(d, wt, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), g, n, width, a);
+}
+
+}  // namespace deepmd::kernels
+
+#endif  // DEEPMD_KERNELS_ROWS_H_
