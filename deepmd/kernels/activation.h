@@ -45,9 +45,25 @@ __attribute__((always_inline)) inline float Exp(float x) {
 
 __attribute__((always_inline)) inline double Exp(double x) { return std::exp(x); }
 
+// 1 / (1 + e) for e >= 0 (the logistic's denominator). float: a guess from the exponent bits refined by
+// Newton steps (the relative error squares each step: 12% -> ~1 ulp in four), all FMAs, where a
+// vector division costs several times as much on these CPUs; double: a division, as the reference.
+__attribute__((always_inline)) inline float Logistic(float e) {
+  const float d = e < 1e30f ? 1.0f + e : 1e30f;  // keeps the guess's bit arithmetic in range
+  int32_t bits;
+  std::memcpy(&bits, &d, sizeof(bits));
+  bits = 0x7EF311C7 - bits;
+  float r;
+  std::memcpy(&r, &bits, sizeof(r));
+  for (int i = 0; i < 4; ++i) r = r * (2.0f - d * r);
+  return r;
+}
+
+__attribute__((always_inline)) inline double Logistic(double e) { return 1.0 / (1.0 + e); }
+
 __attribute__((always_inline)) inline float Tanh(float x) {
   const float e = Exp(2.0f * x);
-  return 1.0f - 2.0f / (e + 1.0f);
+  return 1.0f - 2.0f * Logistic(e);
 }
 
 __attribute__((always_inline)) inline double Tanh(double x) { return std::tanh(x); }
@@ -72,7 +88,7 @@ __attribute__((always_inline)) inline void Apply(const Act& act, T* __restrict y
     case ActKind::kSilu:
       for (int64_t i = 0; i < n; ++i) {
         const T x = y[i];
-        const T s = T(1) / (T(1) + Exp(-x));
+        const T s = Logistic(Exp(-x));
         y[i] = x * s;
         if (D) d[i] = s * (T(1) + x * (T(1) - s));
       }
@@ -85,7 +101,7 @@ __attribute__((always_inline)) inline void Apply(const Act& act, T* __restrict y
         const T x = y[i];
         const bool low = x < thr;
         const T e = Exp(low ? -x : T(2) * slope * (x - thr));
-        const T s = T(1) / (T(1) + e);
+        const T s = Logistic(e);
         const T th = T(1) - T(2) * s;  // tanh(slope (x - T)) = 1 - 2 / (e + 1)
         y[i] = low ? x * s : th + shift;
         if (D) d[i] = low ? s * (T(1) + x * (T(1) - s)) : slope * (T(1) - th * th);
