@@ -92,13 +92,18 @@ def graph_steps(args) -> dict:
         runs[which[0]]()
         return {"natoms": int(pos.shape[0]), "peak_bytes": peak_rss()}
     energies = {f: float(run()["energy"].sum()) for f, run in runs.items()}  # warm up
+    from tests.bench.flop_model import dpa3_flops_per_atom, neighbour_stats
+    d = model.descriptor
+    stats = neighbour_stats(s["coord"][0], s["nlist"][0], int(pos.shape[0]), int(s["coord"].shape[1]), d.e_rcut,
+                            d.e_sel, d.a_rcut, d.a_sel)
     times: Dict[str, List[float]] = {f: [] for f in FORMULATIONS}
     for i in range(args.steps):
         for f in (FORMULATIONS if i % 2 == 0 else FORMULATIONS[::-1]):
             t0 = time.perf_counter()
             runs[f]()
             times[f].append(time.perf_counter() - t0)
-    return {"natoms": int(pos.shape[0]), "energy": energies,
+    return {"natoms": int(pos.shape[0]), "energy": energies, "neighbours": stats,
+            "flops_per_atom": dpa3_flops_per_atom(model, stats),
             **{f + "_s": float(np.median(t)) for f, t in times.items()}}
 
 
@@ -216,11 +221,20 @@ def main(argv=None) -> int:
     args.root, args.ops_library = tools["root"], tools["ops_library"]
     args.runtime_benchmark = tools["runtime_benchmark"]
     torch.ops.load_library(args.ops_library)
+    peak = json.loads(subprocess.run([tools["fma_peak"]], check=True, capture_output=True, text=True).stdout)
+    print(f"this machine's one-thread FMA peak (fma_peak): {peak['float32_gflops']:.1f} GFLOP/s float32, "
+          f"{peak['float64_gflops']:.1f} float64", flush=True)
     out_dir = os.path.join(os.environ.get("BUILD_WORKING_DIRECTORY", "."), args.out)
     os.makedirs(out_dir, exist_ok=True)
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                           "torch": torch.__version__, "threads": 1}, "models": {}}
-    lines = ["| model | what | atoms | reference | fused | speed-up |", "|---|---|---|---|---|---|"]
+                           "torch": torch.__version__, "threads": 1, "fma_peak": peak}, "models": {}}
+    lines = ["| model | what | atoms | reference | fused | speed-up | fused GFLOP/s (% of fp32 peak) |",
+             "|---|---|---|---|---|---|---|"]
+
+    def rate(step_s: float, natoms: int, flops_per_atom: float) -> str:
+        gflops = flops_per_atom * natoms / step_s / 1e9
+        return f"{gflops:.1f} ({100 * gflops / peak['float32_gflops']:.1f}%)"
+
     with tempfile.TemporaryDirectory() as work:
         for name in args.models.split(","):
             r: Dict[str, dict] = {}
@@ -230,7 +244,7 @@ def main(argv=None) -> int:
             lines.append(f"| {name} | angle path of layer 0 (fwd + bwd; angles {a['angle_shape']}, "
                          f"{a['real_angle_slots_per_atom']:.1f} real slots/atom) | {n} | "
                          f"{a['reference_s'] / n * 1e6:.1f} µs/atom | {a['fused_s'] / n * 1e6:.1f} µs/atom | "
-                         f"{a['reference_s'] / a['fused_s']:.1f}x |")
+                         f"{a['reference_s'] / a['fused_s']:.1f}x | |")
             g = child(args, name, "both")
             g.update({f + "_peak_bytes": child(args, name, f)["peak_bytes"] for f in FORMULATIONS})
             r["graph"] = g
@@ -239,7 +253,8 @@ def main(argv=None) -> int:
                          f"{g['reference_s'] / n * 1e6:.0f} µs/atom-step, peak {g['reference_peak_bytes'] / 1e6:.0f} MB "
                          f"| {g['fused_s'] / n * 1e6:.0f} µs/atom-step, peak {g['fused_peak_bytes'] / 1e6:.0f} MB | "
                          f"{g['reference_s'] / g['fused_s']:.1f}x (memory "
-                         f"{g['reference_peak_bytes'] / g['fused_peak_bytes']:.1f}x) |")
+                         f"{g['reference_peak_bytes'] / g['fused_peak_bytes']:.1f}x) | "
+                         f"{rate(g['fused_s'], n, g['flops_per_atom'])} |")
             if not args.skip_runtime:
                 c = runtime_steps(args, name, n, work)
                 r["runtime"] = c
@@ -248,7 +263,8 @@ def main(argv=None) -> int:
                              f"{cr['step_s'] / cr['atoms'] * 1e6:.0f} µs/atom-step, peak "
                              f"{cr['peak_rss_bytes'] / 1e6:.0f} MB | {cf['step_s'] / cf['atoms'] * 1e6:.0f} µs/atom-step, "
                              f"peak {cf['peak_rss_bytes'] / 1e6:.0f} MB | {cr['step_s'] / cf['step_s']:.1f}x (memory "
-                             f"{cr['peak_rss_bytes'] / cf['peak_rss_bytes']:.1f}x) |")
+                             f"{cr['peak_rss_bytes'] / cf['peak_rss_bytes']:.1f}x) | "
+                             f"{rate(cf['step_s'], cf['atoms'], g['flops_per_atom'])} |")
             results["models"][name] = r
             print("\n".join(lines[-(3 if not args.skip_runtime else 2):]), flush=True)
     with open(os.path.join(out_dir, "angle.json"), "w") as f:
