@@ -49,7 +49,9 @@ __attribute__((always_inline)) inline double Exp(double x) { return std::exp(x);
 // Newton steps (the relative error squares each step: 12% -> ~1 ulp in four), all FMAs, where a
 // vector division costs several times as much on these CPUs; double: a division, as the reference.
 __attribute__((always_inline)) inline float Logistic(float e) {
-  const float d = e < 1e30f ? 1.0f + e : 1e30f;  // keeps the guess's bit arithmetic in range
+  // keeps the guess's bit arithmetic in range; written so that a NaN passes through (and the Newton steps
+  // return NaN) instead of being clamped into a finite number
+  const float d = e > 1e30f ? 1e30f : 1.0f + e;
   int32_t bits;
   std::memcpy(&bits, &d, sizeof(bits));
   bits = 0x7EF311C7 - bits;

@@ -136,6 +136,20 @@ class RepflowEdgeTest(unittest.TestCase):
                                                                              t["h2sw"]))
         self.assertTrue(all(torch.equal(a, b) for a, b in zip(outs, op(t2, act, 6, 3.0))))
 
+    def test_nan_propagates(self):
+        """A NaN in a real edge (a simulation blowing up) reaches the outputs as in the dense formula, for every
+        activation (the float logistic's range guard must not clamp it into a finite number)."""
+        for dtype in (torch.float32, torch.float64):
+            for act_name in ACTIVATIONS:
+                t = inputs(4, 6, 4, 6, 10, 9, dtype, 8)
+                b, j = 2, int((t["nbr"][2] >= 0).nonzero()[0])
+                edge = t["edge"].clone()
+                edge[b, j, 0] = float("nan")
+                msg, eself, _, _ = op(dict(t, edge=edge), Activation(act_name), 6, 3.0)
+                self.assertTrue(bool(torch.isnan(msg[b]).any()), f"{dtype} {act_name}")
+                self.assertTrue(bool(torch.isnan(eself[b, j]).any()), f"{dtype} {act_name}")
+                self.assertFalse(bool(torch.isnan(msg[3]).any()), f"{dtype} {act_name}: another centre")
+
     def test_gradcheck(self):
         for act_name in ACTIVATIONS:
             act = Activation(act_name)
