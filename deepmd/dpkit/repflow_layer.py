@@ -284,7 +284,6 @@ class RepFlowLayer(torch.nn.Module):
 
     def node_update(self, node: torch.Tensor, node_ext: torch.Tensor, edge: torch.Tensor, nei_node: torch.Tensor,
                     h2sw: torch.Tensor, sw: torch.Tensor, flat_index: torch.Tensor) -> torch.Tensor:
-        nf, nloc = node.shape[0], node.shape[1]
         # h2ᵀ(g⊙sw) of edges and of neighbour nodes
         h2t = h2sw.transpose(-1, -2)
         # edge messages Σ_j φ(node_edge_linear([n_i, n_j, e_ij])) sw_ij / nnei, all heads
