@@ -143,10 +143,10 @@ __attribute__((always_inline)) inline void BackwardRange(const AngleInputs<T>& i
         for (int64_t o = 0; o < e; ++o) {
           const T gy = ck * gr[o] * dk[o];
           gyk[o] = gy;
-          gpe[o] += gy;
           gqk[o] += gy;
         }
       }
+      AddColumnSums(s.gy.data(), n, e, gpe);
       s.gsw[jj] += gsw_j * inv_scale;
       T* __restrict gx = gx_out + jj * n * a;
       if (!in.update) {
@@ -166,11 +166,11 @@ __attribute__((always_inline)) inline void BackwardRange(const AngleInputs<T>& i
         for (int64_t o = 0; o < a; ++o) {
           const T gz = res[o] * gk[kk * a + o] * dk[o];
           gzk[o] = gz;
-          gpa[o] += gz;
           gqk[o] += gz;
           gx[kk * a + o] = alpha * gk[kk * a + o];
         }
       }
+      AddColumnSums(s.gz.data(), n, a, gpa);
       // d/d angle_jk = alpha g + W_e gy + W_a gz
       AddBack(s.gy.data(), s.wet.data(), gx, n, e, a);
       AddBack(s.gz.data(), s.wat.data(), gx, n, a, a);

@@ -1,6 +1,7 @@
-// Per-centre loops of the fused edge path (repflow_edge.h). A centre's real slots are compacted into
-// scratch rows (edges, gathered p rows), the linear and its activation evaluated there (rows.h), and
-// the messages reduced before the next centre: nothing per edge outlives its centre.
+// Per-centre loops of the fused edge path (repflow_edge.h). A centre's real slots are listed (their p and
+// node_ext rows read in place, their edges copied into compact rows only when padded slots lie between
+// them), the linear and its activation evaluated on those rows (rows.h), and the messages reduced before
+// the next centre: nothing per edge outlives its centre.
 #include "deepmd/kernels/repflow_edge.h"
 
 #include <algorithm>
@@ -14,16 +15,17 @@ namespace {
 template <typename T>
 struct EdgeScratch {
   std::vector<int64_t> slot, row;  // real slots and their rows
-  std::vector<T> x, p, y, dy, gy, gx, wt, h, nodes;
-  void Reserve(int64_t nnei, int64_t e, int64_t nd, int64_t f) {
+  std::vector<const T*> p_rows;    // the real slots' rows of p, read in place
+  std::vector<T> x, y, dy, gy, gx, wt;
+  const T* edges = nullptr;  // the centre's compact edge rows: in place when its real slots are 0..n-1
+  void Reserve(int64_t nnei, int64_t e, int64_t f) {
     const size_t n = static_cast<size_t>(nnei);
     slot.resize(n);
     row.resize(n);
+    p_rows.resize(n);
     for (std::vector<T>* v : {&x, &gx}) v->resize(n * e);
-    for (std::vector<T>* v : {&p, &y, &dy, &gy}) v->resize(n * f);
+    for (std::vector<T>* v : {&y, &dy, &gy}) v->resize(n * f);
     wt.resize(e * f);
-    h.resize(n * 3);
-    nodes.resize(n * nd);
   }
 };
 
@@ -33,35 +35,45 @@ EdgeScratch<T>& ThreadEdgeScratch() {
   return s;
 }
 
-// Compacts centre b's real slots (their edges and p rows) and evaluates y = q_b + p_r + edge W, and its
-// activation (with the derivative when D). Returns the real-slot count.
+// Lists centre b's real slots (their rows of p, read in place; their edges, copied only when padded slots
+// lie between them) and evaluates y = q_b + p_r + edge W and its activation (with the derivative when D).
+// Returns the real-slot count.
 template <bool D, typename T>
 __attribute__((always_inline)) inline int64_t Evaluate(const EdgeInputs<T>& in, int64_t b, EdgeScratch<T>& s) {
   const int64_t N = in.nnei, e = in.e, f = in.f;
+  const int64_t* __restrict nbr = in.nbr + b * N;
   int64_t n = 0;
   for (int64_t j = 0; j < N; ++j) {
-    const int64_t r = in.nbr[b * N + j];
+    const int64_t r = nbr[j];
     if (r < 0) continue;
     s.slot[n] = j;
     s.row[n] = r;
-    std::copy_n(in.edge + (b * N + j) * e, e, s.x.data() + n * e);
-    std::copy_n(in.p + r * f, f, s.p.data() + n * f);
+    s.p_rows[n] = in.p + r * f;
     ++n;
   }
-  Affine(s.x.data(), in.w, in.q + b * f, s.p.data(), s.y.data(), n, e, f);
+  const T* edge = in.edge + b * N * e;
+  if (n == 0 || s.slot[n - 1] == n - 1) {  // slots 0..n-1: the rows are compact already
+    s.edges = edge;
+  } else {
+    for (int64_t k = 0; k < n; ++k) CopyRow(edge + s.slot[k] * e, e, s.x.data() + k * e);
+    s.edges = s.x.data();
+  }
+  AffineGathered(s.edges, in.w, in.q + b * f, s.p_rows.data(), s.y.data(), n, e, f);
   Apply<D>(in.act, s.y.data(), D ? s.dy.data() : static_cast<T*>(nullptr), n * f);
   return n;
 }
 
-// out[d, :] = sum_k h[k, d] rows_k for the 3 directions (h the compact h2sw rows, rows_k of `width`).
-template <typename T>
-__attribute__((always_inline)) inline void Moments(const T* __restrict h, const T* __restrict rows, int64_t n,
-                                                   int64_t width, T* __restrict out) {
+// out[d, :] = sum_k h_k[d] row_k for the 3 directions (h_k centre b's h2sw row of slot k, rows of `width`).
+template <typename T, typename RowOf>
+__attribute__((always_inline)) inline void Moments(const EdgeInputs<T>& in, const EdgeScratch<T>& s, int64_t b,
+                                                   int64_t n, int64_t width, RowOf row_of, T* __restrict out) {
   std::fill(out, out + 3 * width, T(0));
+  const T* __restrict h2sw = in.h2sw + b * in.nnei * 3;
   for (int64_t k = 0; k < n; ++k) {
-    const T* __restrict rk = rows + k * width;
+    const T* __restrict rk = row_of(k);
+    const T* __restrict h = h2sw + s.slot[k] * 3;
     for (int64_t d = 0; d < 3; ++d) {
-      const T hd = h[k * 3 + d];
+      const T hd = h[d];
       T* __restrict od = out + d * width;
       for (int64_t c = 0; c < width; ++c) od[c] += hd * rk[c];
     }
@@ -74,7 +86,7 @@ __attribute__((always_inline)) inline void ForwardRange(const EdgeInputs<T>& in,
   const int64_t N = in.nnei, e = in.e, nd = in.n, f = in.f, m = in.m, se = f - m;
   const T inv_norm = in.inv_norm;
   EdgeScratch<T>& s = ThreadEdgeScratch<T>();
-  s.Reserve(N, e, nd, f);
+  s.Reserve(N, e, f);
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t n = Evaluate<false>(in, b, s);
     T* __restrict msg = out.msg + b * m;
@@ -87,14 +99,12 @@ __attribute__((always_inline)) inline void ForwardRange(const EdgeInputs<T>& in,
     if (se > 0) {
       T* eself = out.eself + b * N * se;
       std::fill(eself, eself + N * se, T(0));
-      for (int64_t k = 0; k < n; ++k) std::copy_n(s.y.data() + k * f + m, se, eself + s.slot[k] * se);
+      for (int64_t k = 0; k < n; ++k) CopyRow(s.y.data() + k * f + m, se, eself + s.slot[k] * se);
     }
-    for (int64_t k = 0; k < n; ++k) {
-      std::copy_n(in.h2sw + (b * N + s.slot[k]) * 3, 3, s.h.data() + k * 3);
-      std::copy_n(in.node_ext + s.row[k] * nd, nd, s.nodes.data() + k * nd);
-    }
-    Moments(s.h.data(), s.x.data(), n, e, out.hg_edge + b * 3 * e);
-    Moments(s.h.data(), s.nodes.data(), n, nd, out.hg_node + b * 3 * nd);
+    Moments(
+        in, s, b, n, e, [&](int64_t k) { return s.edges + k * e; }, out.hg_edge + b * 3 * e);
+    Moments(
+        in, s, b, n, nd, [&](int64_t k) { return in.node_ext + s.row[k] * nd; }, out.hg_node + b * 3 * nd);
   }
 }
 
@@ -104,7 +114,7 @@ __attribute__((always_inline)) inline void BackwardRange(const EdgeInputs<T>& in
   const int64_t N = in.nnei, e = in.e, nd = in.n, f = in.f, m = in.m, se = f - m;
   const T inv_norm = in.inv_norm;
   EdgeScratch<T>& s = ThreadEdgeScratch<T>();
-  s.Reserve(N, e, nd, f);
+  s.Reserve(N, e, f);
   for (int64_t c = 0; c < e; ++c) {  // transposed weight: the edge gradient loop runs over edge channels
     for (int64_t o = 0; o < f; ++o) s.wt[o * e + c] = in.w[c * f + o];
   }
@@ -115,6 +125,8 @@ __attribute__((always_inline)) inline void BackwardRange(const EdgeInputs<T>& in
     T* __restrict gq = g.q + b * f;
     std::fill(gq, gq + f, T(0));
     const int64_t n = Evaluate<true>(in, b, s);
+    // the edge gradients of compact rows go straight to their slots
+    T* const gx_rows = s.edges == in.edge + b * N * e ? g.edge + b * N * e : s.gx.data();
     const T* __restrict gm = g.g_msg + b * m;
     const T* __restrict ghe = g.g_hg_edge + b * 3 * e;
     const T* __restrict ghn = g.g_hg_node + b * 3 * nd;
@@ -140,9 +152,9 @@ __attribute__((always_inline)) inline void BackwardRange(const EdgeInputs<T>& in
       }
       // the moments: hg_edge = sum h2sw^T edge, hg_node = sum h2sw^T node_ext
       const T* __restrict h = in.h2sw + (b * N + j) * 3;
-      const T* __restrict xk = s.x.data() + k * e;
+      const T* __restrict xk = s.edges + k * e;
       const T* __restrict node = in.node_ext + r * nd;
-      T* __restrict gx = s.gx.data() + k * e;
+      T* __restrict gx = gx_rows + k * e;
       T* __restrict gnode = g.node_ext + r * nd;
       for (int64_t d = 0; d < 3; ++d) {
         T te = 0, tn = 0;
@@ -154,8 +166,10 @@ __attribute__((always_inline)) inline void BackwardRange(const EdgeInputs<T>& in
       for (int64_t i = 0; i < nd; ++i) gnode[i] += h[0] * ghn[i] + h[1] * ghn[nd + i] + h[2] * ghn[2 * nd + i];
     }
     // d/d edge_j = W gy_j + the moments' part
-    AddBack(s.gy.data(), s.wt.data(), s.gx.data(), n, f, e);
-    for (int64_t k = 0; k < n; ++k) std::copy_n(s.gx.data() + k * e, e, g.edge + (b * N + s.slot[k]) * e);
+    AddBack(s.gy.data(), s.wt.data(), gx_rows, n, f, e);
+    if (gx_rows == s.gx.data()) {
+      for (int64_t k = 0; k < n; ++k) CopyRow(s.gx.data() + k * e, e, g.edge + (b * N + s.slot[k]) * e);
+    }
   }
 }
 

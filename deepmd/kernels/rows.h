@@ -34,19 +34,34 @@ __attribute__((always_inline)) inline void Store(T* p, const V& v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
+// The rows q[k, :] of an Affine: consecutive rows of one matrix, or rows anywhere (gathered ones, read in
+// place instead of copied).
+template <typename T>
+struct DenseRows {
+  const T* q;
+  int64_t width;
+  const T* operator[](int64_t k) const { return q + k * width; }
+  DenseRows Skip(int64_t k) const { return {q + k * width, width}; }
+};
+template <typename T>
+struct RowPointers {
+  const T* const* rows;
+  const T* operator[](int64_t k) const { return rows[k]; }
+  RowPointers Skip(int64_t k) const { return {rows + k}; }
+};
+
 // y[r, o0 : o0 + CV vectors] (+)= sum_c x[r, c] w[c, ...] for R rows (x [R, a], w [a, width], y [R, width]).
-// kInit: the block starts from p[o] + q[r, o] (Affine), otherwise from y[r, o] (accumulate).
-template <int R, int CV, int kBytes, bool kInit, typename T>
+// kInit: the block starts from p[o] + q[r][o] (Affine), otherwise from y[r, o] (accumulate).
+template <int R, int CV, int kBytes, bool kInit, typename T, typename Q>
 __attribute__((always_inline)) inline void Block(const T* __restrict x, const T* __restrict w, const T* __restrict p,
-                                                 const T* __restrict q, T* __restrict y, int64_t a, int64_t width,
-                                                 int64_t o0) {
+                                                 const Q& q, T* __restrict y, int64_t a, int64_t width, int64_t o0) {
   using V = typename Lanes<T, kBytes>::V;
   constexpr int L = Lanes<T, kBytes>::kN;
   V acc[R][CV];
   for (int r = 0; r < R; ++r) {
     for (int v = 0; v < CV; ++v) {
       const int64_t o = o0 + v * L;
-      acc[r][v] = kInit ? Load<V>(p + o) + Load<V>(q + r * width + o) : Load<V>(y + r * width + o);
+      acc[r][v] = kInit ? Load<V>(p + o) + Load<V>(q[r] + o) : Load<V>(y + r * width + o);
     }
   }
   for (int64_t c = 0; c < a; ++c) {
@@ -62,10 +77,10 @@ __attribute__((always_inline)) inline void Block(const T* __restrict x, const T*
   }
 }
 
-template <int R, bool kInit, typename T>
+template <int R, bool kInit, typename T, typename Q>
 __attribute__((always_inline)) inline void BlockRows(const T* __restrict x, const T* __restrict w,
-                                                     const T* __restrict p, const T* __restrict q, T* __restrict y,
-                                                     int64_t a, int64_t width) {
+                                                     const T* __restrict p, const Q& q, T* __restrict y, int64_t a,
+                                                     int64_t width) {
   constexpr int L = Lanes<T, 64>::kN, H = Lanes<T, 32>::kN;
   int64_t o0 = 0;
   for (; o0 + 2 * L <= width; o0 += 2 * L) Block<R, 2, 64, kInit>(x, w, p, q, y, a, width, o0);
@@ -79,20 +94,19 @@ __attribute__((always_inline)) inline void BlockRows(const T* __restrict x, cons
   }
   for (; o0 < width; ++o0) {  // the last few channels one by one
     for (int r = 0; r < R; ++r) {
-      T acc = kInit ? p[o0] + q[r * width + o0] : y[r * width + o0];
+      T acc = kInit ? p[o0] + q[r][o0] : y[r * width + o0];
       for (int64_t c = 0; c < a; ++c) acc += x[r * a + c] * w[c * width + o0];
       y[r * width + o0] = acc;
     }
   }
 }
 
-template <bool kInit, typename T>
+template <bool kInit, typename T, typename Q>
 __attribute__((always_inline)) inline void Rows(const T* __restrict x, const T* __restrict w, const T* __restrict p,
-                                                const T* __restrict q, T* __restrict y, int64_t n, int64_t a,
-                                                int64_t width) {
+                                                const Q& q, T* __restrict y, int64_t n, int64_t a, int64_t width) {
   int64_t k = 0;
-  for (; k + 4 <= n; k += 4) BlockRows<4, kInit>(x + k * a, w, p, q + k * width, y + k * width, a, width);
-  for (; k < n; ++k) BlockRows<1, kInit>(x + k * a, w, p, q + k * width, y + k * width, a, width);
+  for (; k + 4 <= n; k += 4) BlockRows<4, kInit>(x + k * a, w, p, q.Skip(k), y + k * width, a, width);
+  for (; k < n; ++k) BlockRows<1, kInit>(x + k * a, w, p, q.Skip(k), y + k * width, a, width);
 }
 
 // y[k, :] = p + q[k, :] + x[k, :] W for k < n (x [n, a], W [a, width], y and q [n, width]).
@@ -100,14 +114,62 @@ template <typename T>
 __attribute__((always_inline)) inline void Affine(const T* __restrict x, const T* __restrict w, const T* __restrict p,
                                                   const T* __restrict q, T* __restrict y, int64_t n, int64_t a,
                                                   int64_t width) {
-  Rows<true>(x, w, p, q, y, n, a, width);
+  Rows<true>(x, w, p, DenseRows<T>{q, width}, y, n, a, width);
+}
+
+// The same with q's rows wherever they are: y[k, :] = p + q_rows[k][:] + x[k, :] W.
+template <typename T>
+__attribute__((always_inline)) inline void AffineGathered(const T* __restrict x, const T* __restrict w,
+                                                          const T* __restrict p, const T* const* q_rows,
+                                                          T* __restrict y, int64_t n, int64_t a, int64_t width) {
+  Rows<true>(x, w, p, RowPointers<T>{q_rows}, y, n, a, width);
 }
 
 // g[k, :] += d[k, :] Wt for k < n (d [n, width], Wt [width, a] the transposed weight, g [n, a]).
 template <typename T>
 __attribute__((always_inline)) inline void AddBack(const T* __restrict d, const T* __restrict wt, T* __restrict g,
                                                    int64_t n, int64_t width, int64_t a) {
-  Rows<false>(d, wt, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), g, n, width, a);
+  Rows<false>(d, wt, static_cast<const T*>(nullptr), DenseRows<T>{nullptr, 0}, g, n, width, a);  // q unused
+}
+
+// out[o0 : o0 + one vector] += sum_k x[k, ...] (x [n, width]), summed in registers.
+template <int kBytes, typename T>
+__attribute__((always_inline)) inline void AddColumnSum(const T* __restrict x, int64_t n, int64_t width, int64_t o0,
+                                                        T* __restrict out) {
+  using V = typename Lanes<T, kBytes>::V;
+  V even = V{}, odd = V{};  // two chains: an add's latency is longer than its issue interval
+  int64_t k = 0;
+  for (; k + 2 <= n; k += 2) {
+    even += Load<V>(x + k * width + o0);
+    odd += Load<V>(x + (k + 1) * width + o0);
+  }
+  if (k < n) even += Load<V>(x + k * width + o0);
+  Store(out + o0, Load<V>(out + o0) + even + odd);
+}
+
+// out[o] += sum_k x[k, o] for o < width (x [n, width]): whole vectors of columns summed in registers, so
+// that the sum is not a chain of stores and reloads of out.
+template <typename T>
+__attribute__((always_inline)) inline void AddColumnSums(const T* __restrict x, int64_t n, int64_t width,
+                                                         T* __restrict out) {
+  constexpr int L = Lanes<T, 64>::kN, H = Lanes<T, 32>::kN;
+  int64_t o = 0;
+  for (; o + L <= width; o += L) AddColumnSum<64>(x, n, width, o, out);
+  if (o + H <= width) {
+    AddColumnSum<32>(x, n, width, o, out);
+    o += H;
+  }
+  for (; o < width; ++o) {
+    T sum = 0;
+    for (int64_t k = 0; k < n; ++k) sum += x[k * width + o];
+    out[o] += sum;
+  }
+}
+
+// to[0:n] = from[0:n], inline (std::copy_n of a run-time length is a library call per row).
+template <typename T>
+__attribute__((always_inline)) inline void CopyRow(const T* __restrict from, int64_t n, T* __restrict to) {
+  for (int64_t i = 0; i < n; ++i) to[i] = from[i];
 }
 
 }  // namespace deepmd::kernels

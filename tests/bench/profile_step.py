@@ -1,0 +1,86 @@
+"""Where a DPA3 step's time goes: the scripted regular graph's forward + backward (energy and forces) under
+torch's profiler, one thread, denormals flushed to zero and glibc's malloc keeping freed memory (the runtime's process
+policy), the
+operators sorted by their own time. Runs in-process with the process policy set before torch starts.
+
+bazel run //tests/bench:profile_step [-- --model water_dpa3 --formulation fused --steps 5 --replicate 2
+                                         --rows 25 --dp examples/water/water_dpa3.dp]"""
+
+import argparse
+import json
+import os
+import resource
+import sys
+
+ENV = {"DEEPMD_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MALLOC_MMAP_MAX_": "0",
+       "MALLOC_TRIM_THRESHOLD_": "2147483647"}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tools", help="JSON of the built tools (python_bench.sh)")
+    parser.add_argument("--model", default="water_dpa3", help="a name of angle_benchmark.MODELS")
+    parser.add_argument("--dp", help="a deepmd-kit model file instead (e.g. examples/water/water_dpa3.dp)")
+    parser.add_argument("--formulation", default="fused", choices=("fused", "reference"))
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--replicate", type=int, default=2)
+    parser.add_argument("--rows", type=int, default=25, help="operators printed")
+    parser.add_argument("--shapes", action="store_true", help="operators grouped by their input shapes too")
+    parser.add_argument("--only", help="with --shapes: the rows of this operator only (e.g. aten::mul)")
+    args = parser.parse_args(argv)
+    if any(os.environ.get(k) != v for k, v in ENV.items()):  # malloc reads them at start-up
+        os.execve(sys.executable, [sys.executable, "-m", "tests.bench.profile_step"] + sys.argv[1:],
+                  {**os.environ, **ENV})
+    import time
+
+    import torch
+    from deepmd.dpkit import build
+    from deepmd.models.model import RegularGraph
+    from deepmd.models.periodic import extend
+    from tests.bench.angle_benchmark import build_model, system
+    tools = json.loads(args.tools)
+    root = tools["root"]
+    torch.ops.load_library(tools["ops_library"])
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)  # as the runtime's process policy (deepmd/runtime/process_policy.h)
+    torch._C._set_graph_executor_optimize(False)  # the runtime's plain interpreter
+    fused = args.formulation == "fused"
+    if args.dp:
+        model = build.load_model(os.path.join(os.environ.get("BUILD_WORKING_DIRECTORY", root), args.dp))
+        build.set_layer_formulation(model, fused)
+    else:
+        model = build_model(root, args.model, fused)
+    pos, atype, box = system(root, args.replicate)
+    s = extend(pos, atype, box, model.rcut)
+    graph = torch.jit.script(RegularGraph(model))
+
+    def step():
+        return graph.forward_lower(s["coord"], s["atype"], s["nlist"], s["mapping"], None, None, False)
+
+    for _ in range(2):
+        step()
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    per_step = (time.perf_counter() - t0) / args.steps
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / args.steps
+    natoms = int(pos.shape[0])
+    print(f"{args.dp or args.model}, {args.formulation}, {natoms} atoms: {per_step * 1e3:.1f} ms/step "
+          f"({per_step / natoms * 1e6:.1f} us/atom-step), one thread, {faults:.0f} page faults/step")
+    with torch.autograd.profiler.profile(record_shapes=args.shapes) as prof:
+        for _ in range(args.steps):
+            step()
+    averages = prof.key_averages(group_by_input_shape=args.shapes)
+    if args.only:
+        rows = sorted((e for e in averages if e.key == args.only), key=lambda e: -e.self_cpu_time_total)
+        for e in rows[:args.rows]:
+            print(f"{e.self_cpu_time_total / 1e3 / args.steps:9.2f} ms/step {e.count // args.steps:5d} calls/step  "
+                  f"{e.input_shapes}")
+    else:
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
