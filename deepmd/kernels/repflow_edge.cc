@@ -137,12 +137,8 @@ __attribute__((always_inline)) inline void BackwardRange(const EdgeInputs<T>& in
       T* __restrict gy = s.gy.data() + k * f;
       // msg = sum sw u[:m] / norm
       const T c = in.sw[b * N + j] * inv_norm;
-      T gsw = 0;
-      for (int64_t o = 0; o < m; ++o) {
-        gsw += gm[o] * u[o];
-        gy[o] = c * gm[o] * du[o];
-      }
-      g.sw[b * N + j] = gsw * inv_norm;
+      for (int64_t o = 0; o < m; ++o) gy[o] = c * gm[o] * du[o];
+      g.sw[b * N + j] = Dot2(gm, u, m, gm, u, 0) * inv_norm;
       const T* __restrict ges = g.g_eself + (b * N + j) * se;
       for (int64_t o = 0; o < se; ++o) gy[m + o] = ges[o] * du[m + o];
       T* __restrict gp = g.p + r * f;
@@ -156,12 +152,7 @@ __attribute__((always_inline)) inline void BackwardRange(const EdgeInputs<T>& in
       const T* __restrict node = in.node_ext + r * nd;
       T* __restrict gx = gx_rows + k * e;
       T* __restrict gnode = g.node_ext + r * nd;
-      for (int64_t d = 0; d < 3; ++d) {
-        T te = 0, tn = 0;
-        for (int64_t i = 0; i < e; ++i) te += ghe[d * e + i] * xk[i];
-        for (int64_t i = 0; i < nd; ++i) tn += ghn[d * nd + i] * node[i];
-        g.h2sw[(b * N + j) * 3 + d] = te + tn;
-      }
+      for (int64_t d = 0; d < 3; ++d) g.h2sw[(b * N + j) * 3 + d] = Dot2(ghe + d * e, xk, e, ghn + d * nd, node, nd);
       for (int64_t i = 0; i < e; ++i) gx[i] = h[0] * ghe[i] + h[1] * ghe[e + i] + h[2] * ghe[2 * e + i];
       for (int64_t i = 0; i < nd; ++i) gnode[i] += h[0] * ghn[i] + h[1] * ghn[nd + i] + h[2] * ghn[2 * nd + i];
     }

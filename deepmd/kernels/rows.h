@@ -166,6 +166,24 @@ __attribute__((always_inline)) inline void AddColumnSums(const T* __restrict x, 
   }
 }
 
+// sum_i a[i] x[i] (i < na) + sum_i b[i] y[i] (i < nb) with one vector accumulator: one horizontal sum
+// instead of one per dot product.
+template <typename T>
+__attribute__((always_inline)) inline T Dot2(const T* __restrict a, const T* __restrict x, int64_t na,
+                                             const T* __restrict b, const T* __restrict y, int64_t nb) {
+  using V = typename Lanes<T, 64>::V;
+  constexpr int L = Lanes<T, 64>::kN;
+  V acc = V{};
+  T tail = 0;
+  int64_t i = 0;
+  for (; i + L <= na; i += L) acc += Load<V>(a + i) * Load<V>(x + i);
+  for (; i < na; ++i) tail += a[i] * x[i];
+  for (i = 0; i + L <= nb; i += L) acc += Load<V>(b + i) * Load<V>(y + i);
+  for (; i < nb; ++i) tail += b[i] * y[i];
+  for (int l = 0; l < L; ++l) tail += acc[l];
+  return tail;
+}
+
 // to[0:n] = from[0:n], inline (std::copy_n of a run-time length is a library call per row).
 template <typename T>
 __attribute__((always_inline)) inline void CopyRow(const T* __restrict from, int64_t n, T* __restrict to) {

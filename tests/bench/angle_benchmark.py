@@ -7,7 +7,7 @@
      archive's C++ runtime step timed by runtime_benchmark (its own water-density box), the two
      archives' runs alternating (ABBA), best run of each.
 Models: deepmd/train/water_dpa3.json and examples/models/dpa3_realistic.json, freshly initialised
-(seed 1). System: deepmd-kit's water data_3 frame 0 replicated 2x2x2 (1,536 atoms). One thread, and
+(seed 1). System: deepmd-kit's water data_3 frame 0 replicated 2x2x2 (1,536 atoms). One thread, denormals flushed, and
 glibc's malloc keeping freed memory, as the runtime runs (deepmd/runtime/host_memory.h): otherwise every
 large activation is a fresh zero-filled mapping in every step, for both formulations.
 
@@ -78,6 +78,7 @@ def graph_steps(args) -> dict:
     from deepmd.models.periodic import extend
     torch.ops.load_library(args.ops_library)
     torch.set_num_threads(1)
+    torch.set_flush_denormal(True)  # as the runtime (deepmd/runtime/process_policy.h)
     torch._C._set_graph_executor_optimize(False)  # the runtime's plain interpreter
     pos, atype, box = system(args.root, args.replicate)
     which = list(FORMULATIONS) if args.formulation == "both" else [args.formulation]
@@ -129,6 +130,7 @@ def angle_benchmark(args) -> dict:
     from deepmd.models.periodic import extend
     torch.ops.load_library(args.ops_library)
     torch.set_num_threads(1)
+    torch.set_flush_denormal(True)  # as the runtime (deepmd/runtime/process_policy.h)
     name = args.one
     model = build_model(args.root, name, False)  # captures the padded angles; the fused path packs them
     pos, atype, box = system(args.root, args.replicate)
