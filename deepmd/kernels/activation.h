@@ -37,7 +37,12 @@ __attribute__((always_inline)) inline float Exp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  // n from t's bits (t - magic is n exactly, one unit per ulp): no float-to-int conversion, which is
+  // undefined for a NaN input; unsigned, so that no shift of a negative value is either (a NaN input
+  // gives a NaN p, so any scale returns NaN)
+  int32_t t_bits;
+  std::memcpy(&t_bits, &t, sizeof(t_bits));
+  const uint32_t bits = static_cast<uint32_t>(t_bits - 0x4B400000 + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
