@@ -52,7 +52,7 @@ __attribute__((always_inline)) inline int64_t Evaluate(const EdgeInputs<T>& in, 
     ++n;
   }
   const T* edge = in.edge + b * N * e;
-  if (n == 0 || s.slot[n - 1] == n - 1) {  // slots 0..n-1: the rows are compact already
+  if (n == 0 || s.slot[n - 1] == n - 1) {  // increasing slots ending at n-1 are 0..n-1: compact already
     s.edges = edge;
   } else {
     for (int64_t k = 0; k < n; ++k) CopyRow(edge + s.slot[k] * e, e, s.x.data() + k * e);
@@ -138,7 +138,7 @@ __attribute__((always_inline)) inline void BackwardRange(const EdgeInputs<T>& in
       // msg = sum sw u[:m] / norm
       const T c = in.sw[b * N + j] * inv_norm;
       for (int64_t o = 0; o < m; ++o) gy[o] = c * gm[o] * du[o];
-      g.sw[b * N + j] = Dot2(gm, u, m, gm, u, 0) * inv_norm;
+      g.sw[b * N + j] = Dot(gm, u, m) * inv_norm;
       const T* __restrict ges = g.g_eself + (b * N + j) * se;
       for (int64_t o = 0; o < se; ++o) gy[m + o] = ges[o] * du[m + o];
       T* __restrict gp = g.p + r * f;

@@ -184,6 +184,11 @@ __attribute__((always_inline)) inline T Dot2(const T* __restrict a, const T* __r
   return tail;
 }
 
+template <typename T>
+__attribute__((always_inline)) inline T Dot(const T* __restrict a, const T* __restrict x, int64_t n) {
+  return Dot2(a, x, n, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), 0);
+}
+
 // to[0:n] = from[0:n], inline (std::copy_n of a run-time length is a library call per row).
 template <typename T>
 __attribute__((always_inline)) inline void CopyRow(const T* __restrict from, int64_t n, T* __restrict to) {

@@ -1,7 +1,8 @@
 """Where a DPA3 step's time goes: the scripted regular graph's forward + backward (energy and forces) under
-torch's profiler, one thread, denormals flushed to zero and glibc's malloc keeping freed memory (the runtime's process
-policy), the
-operators sorted by their own time. Runs in-process with the process policy set before torch starts.
+torch's profiler, operators sorted by their own time. One thread, denormals flushed to zero and glibc's
+malloc keeping freed memory (the runtime's process policy; the process re-executes itself so that malloc
+sees the variables at start-up). The profiler's own cost inflates element-wise operators several-fold:
+confirm with `perf record` before acting on them.
 
 bazel run //tests/bench:profile_step [-- --model water_dpa3 --formulation fused --steps 5 --replicate 2
                                          --rows 25 --dp examples/water/water_dpa3.dp]"""
@@ -19,7 +20,7 @@ ENV = {"DEEPMD_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MALLOC_MMAP_MAX_": "0
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tools", help="JSON of the built tools (python_bench.sh)")
-    parser.add_argument("--model", default="water_dpa3", help="a name of angle_benchmark.MODELS")
+    parser.add_argument("--model", default="water_dpa3", help="a config of angle_benchmark.MODELS")
     parser.add_argument("--dp", help="a deepmd-kit model file instead (e.g. examples/water/water_dpa3.dp)")
     parser.add_argument("--formulation", default="fused", choices=("fused", "reference"))
     parser.add_argument("--steps", type=int, default=5)
@@ -37,7 +38,9 @@ def main(argv=None) -> int:
     from deepmd.dpkit import build
     from deepmd.models.model import RegularGraph
     from deepmd.models.periodic import extend
-    from tests.bench.angle_benchmark import build_model, system
+    from tests.bench.angle_benchmark import MODELS, build_model, system
+    if not args.dp and args.model not in MODELS:
+        parser.error(f"--model {args.model!r}: one of {', '.join(MODELS)} (or --dp FILE)")
     tools = json.loads(args.tools)
     root = tools["root"]
     torch.ops.load_library(tools["ops_library"])
