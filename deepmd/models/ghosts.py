@@ -24,6 +24,15 @@ def _check_exchange(node: torch.Tensor, plan: Optional[torch.Tensor]) -> torch.T
     return plan
 
 
+def _exchange(plan: torch.Tensor, rows: torch.Tensor, nall: int) -> torch.Tensor:
+    """The owned rows [nloc, F] with their ghosts appended [nall, F] (the op pads: no copy here)."""
+    out = torch.ops.deepmd_comm.exchange_ghosts(plan, rows)
+    if out.shape[0] != nall:
+        raise RuntimeError("the ghost-exchange plan has " + str(out.shape[0]) + " rows but the graph expects nall = "
+                           + str(nall))
+    return out
+
+
 class ExchangeGhosts(torch.nn.Module):
     """With-comm graph (several ranks): ghost rows come from their owners through the
     deepmd_comm::exchange_ghosts op, driven by the ghost-exchange plan (one frame)."""
@@ -31,9 +40,7 @@ class ExchangeGhosts(torch.nn.Module):
     def forward(self, node: torch.Tensor, nall: int, mapping: Optional[torch.Tensor],
                 plan: Optional[torch.Tensor]) -> torch.Tensor:
         plan = _check_exchange(node, plan)
-        nloc = node.shape[1]
-        padded = torch.nn.functional.pad(node[0], [0, 0, 0, nall - nloc])
-        return torch.ops.deepmd_comm.exchange_ghosts(plan, padded).unsqueeze(0)
+        return _exchange(plan, node[0], nall).unsqueeze(0)
 
 
 class SpinExchangeGhosts(torch.nn.Module):
@@ -46,7 +53,6 @@ class SpinExchangeGhosts(torch.nn.Module):
         plan = _check_exchange(node, plan)
         nloc, nall_real, width = node.shape[1] // 2, nall // 2, node.shape[2]
         rows = torch.cat([node[0, :nloc], node[0, nloc:]], dim=1)  # [nloc, 2F]
-        padded = torch.nn.functional.pad(rows, [0, 0, 0, nall_real - nloc])
-        out = torch.ops.deepmd_comm.exchange_ghosts(plan, padded)
+        out = _exchange(plan, rows, nall_real)
         real, virtual = out[:, :width], out[:, width:]
         return torch.cat([real[:nloc], virtual[:nloc], real[nloc:], virtual[nloc:]], dim=0).unsqueeze(0)

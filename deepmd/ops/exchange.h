@@ -11,8 +11,10 @@
 namespace deepmd::ops {
 
 // out = E in: owned rows are copied, every ghost row is overwritten by its owner's row (multi-hop
-// ghosts included), stage by stage. `in` and `out` hold plan.nrows() rows of `width` values and must
-// not overlap. Collective: every rank of the plan's communicator calls it with its own plan.
+// ghosts included), stage by stage. `out` holds plan.nrows() rows of `width` values; only the nlocal
+// owned rows of `in` are read (it may hold just those). They must not overlap. Collective: every rank of the plan's communicator calls it with its own plan. When `out`
+// was allocated from SharedArena (shared_memory.h), peers on this host write their rows straight into
+// it; otherwise the rows come through MPI.
 template <typename T>
 absl::Status ExchangeGhostsForward(const PlanView& plan, const T* in, T* out, int64_t width);
 
@@ -26,6 +28,8 @@ absl::Status ExchangeGhostsReverse(const PlanView& plan, const T* in, T* out, in
 struct ExchangeTotals {
   double forward_seconds = 0, reverse_seconds = 0;
   int64_t forward_calls = 0, reverse_calls = 0;
+  // Rows this process sent to other ranks: written straight into their shared memory, or through MPI.
+  int64_t shared_rows = 0, mpi_rows = 0;
 };
 ExchangeTotals& exchange_totals();
 

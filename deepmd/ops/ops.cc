@@ -6,9 +6,12 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "deepmd/ops/exchange.h"
 #include "deepmd/ops/plan.h"
+#include "deepmd/ops/shared_memory.h"
 
 namespace deepmd::ops {
 namespace {
@@ -24,18 +27,35 @@ PlanView CheckedPlan(const at::Tensor& plan) {
   return *view;
 }
 
+// A result that peers write into (the forward's ghost rows) lives in shared memory when the host
+// allows it, so that ranks of this host fill it with one copy (shared_memory.h).
+at::Tensor NewResult(const PlanView& plan, const at::Tensor& like, bool peers_write) {
+  const std::vector<int64_t> sizes = {plan.nrows(), like.size(1)};
+  if (peers_write && plan.uses_mpi()) {
+    if (void* p = SharedArena::Get().Allocate(sizes[0] * sizes[1] * like.element_size())) {
+      return at::from_blob(
+          p, sizes, [](void* q) { SharedArena::Get().Free(q); }, like.options());
+    }
+  }
+  return at::empty(sizes, like.options());
+}
+
+// `owned_rows_only`: x may also hold just the nlocal owned rows (the forward: ghost inputs are
+// overwritten anyway, so the caller need not pad).
 template <typename Kernel>
-at::Tensor Run(const char* name, const at::Tensor& plan_tensor, const at::Tensor& x, Kernel kernel) {
+at::Tensor Run(const char* name, const at::Tensor& plan_tensor, const at::Tensor& x, bool peers_write,
+               bool owned_rows_only, Kernel kernel) {
   const PlanView plan = CheckedPlan(plan_tensor);
-  TORCH_CHECK(x.dim() == 2, "deepmd_comm::", name, ": the features must be [nlocal + nghost, F], got shape ",
-              x.sizes());
-  TORCH_CHECK(x.size(0) == plan.nrows(), "deepmd_comm::", name, ": the features have ", x.size(0),
-              " rows but the plan has nlocal + nghost = ", plan.nlocal(), " + ", plan.nghost(), " = ", plan.nrows());
+  TORCH_CHECK(x.dim() == 2, "deepmd_comm::", name, ": the features must be [nlocal + nghost, F]",
+              owned_rows_only ? " or [nlocal, F]" : "", ", got shape ", x.sizes());
+  TORCH_CHECK(x.size(0) == plan.nrows() || (owned_rows_only && x.size(0) == plan.nlocal()), "deepmd_comm::", name,
+              ": the features have ", x.size(0), " rows but the plan has nlocal + nghost = ", plan.nlocal(), " + ",
+              plan.nghost(), " = ", plan.nrows(), owned_rows_only ? " (or give the nlocal owned rows alone)" : "");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "deepmd_comm::", name,
               ": features must be float32 or float64, got ", x.scalar_type());
   TORCH_CHECK(x.device().is_cpu(), "deepmd_comm::", name, ": this build exchanges CPU tensors only, got ", x.device());
   const at::Tensor in = x.contiguous();
-  at::Tensor out = at::empty_like(in, at::MemoryFormat::Contiguous);
+  at::Tensor out = NewResult(plan, in, peers_write);
   absl::Status status = x.scalar_type() == at::kFloat
                             ? kernel(plan, in.data_ptr<float>(), out.data_ptr<float>(), in.size(1))
                             : kernel(plan, in.data_ptr<double>(), out.data_ptr<double>(), in.size(1));
@@ -44,25 +64,27 @@ at::Tensor Run(const char* name, const at::Tensor& plan_tensor, const at::Tensor
 }
 
 at::Tensor ExchangeGhostsCpu(const at::Tensor& plan, const at::Tensor& x) {
-  return Run("exchange_ghosts", plan, x, [](const PlanView& p, auto* in, auto* out, int64_t width) {
-    return ExchangeGhostsForward(p, in, out, width);
-  });
+  return Run(
+      "exchange_ghosts", plan, x, /*peers_write=*/true, /*owned_rows_only=*/true,
+      [](const PlanView& p, auto* in, auto* out, int64_t width) { return ExchangeGhostsForward(p, in, out, width); });
 }
 
 at::Tensor ExchangeGhostsReverseCpu(const at::Tensor& plan, const at::Tensor& g) {
-  return Run("exchange_ghosts_reverse", plan, g, [](const PlanView& p, auto* in, auto* out, int64_t width) {
-    return ExchangeGhostsReverse(p, in, out, width);
-  });
+  return Run(
+      "exchange_ghosts_reverse", plan, g, /*peers_write=*/false, /*owned_rows_only=*/false,
+      [](const PlanView& p, auto* in, auto* out, int64_t width) { return ExchangeGhostsReverse(p, in, out, width); });
 }
 
-// Autograd: d(exchange)/dx applied to a gradient is the reverse exchange and vice versa. Both calls
-// go through the dispatcher, so the backward is itself differentiable.
+// Autograd: d(exchange)/dx applied to a gradient is the reverse exchange and vice versa (its owned
+// rows when x held only those). Both calls go through the dispatcher, so the backward is itself
+// differentiable.
 template <at::Tensor (*Forward)(const at::Tensor&, const at::Tensor&),
           at::Tensor (*Backward)(const at::Tensor&, const at::Tensor&)>
 class ExchangeFunction : public torch::autograd::Function<ExchangeFunction<Forward, Backward>> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& plan, const at::Tensor& x) {
     ctx->save_for_backward({plan});
+    ctx->saved_data["rows"] = x.size(0);
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return Forward(plan, x);
   }
@@ -70,7 +92,9 @@ class ExchangeFunction : public torch::autograd::Function<ExchangeFunction<Forwa
                                                  torch::autograd::variable_list grads) {
     const at::Tensor plan = ctx->get_saved_variables()[0];
     if (!grads[0].defined()) return {at::Tensor(), at::Tensor()};
-    return {at::Tensor(), Backward(plan, grads[0])};
+    const int64_t rows = ctx->saved_data["rows"].toInt();
+    const at::Tensor g = Backward(plan, grads[0]);
+    return {at::Tensor(), rows == g.size(0) ? g : g.narrow(0, 0, rows)};
   }
 };
 

@@ -8,7 +8,9 @@
 namespace deepmd::ops {
 
 // Returns a copy of x ([nlocal + nghost, F], float32 or float64) whose ghost rows hold their owners'
-// rows. `plan` is the int32 plan tensor (docs/exchange_plan.md). Collective over the plan's ranks.
+// rows. x may also be the owned rows alone ([nlocal, F]: no padding needed; its gradient is then
+// [nlocal, F] too). `plan` is the int32 plan tensor (docs/exchange_plan.md). Collective over the plan's
+// ranks.
 at::Tensor ExchangeGhosts(const at::Tensor& plan, const at::Tensor& x);
 
 // The exact transpose: each ghost row of g is added into the row it was copied from; ghost rows of

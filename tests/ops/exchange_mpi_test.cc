@@ -20,13 +20,18 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "deepmd/ops/exchange.h"
 #include "deepmd/ops/ops.h"
 #include "deepmd/ops/plan.h"
+#include "deepmd/ops/shared_memory.h"
 #include "tests/support/brick.h"
 
 ABSL_FLAG(std::string, grid, "1,1,1", "processor grid px,py,pz (product = number of ranks)");
 ABSL_FLAG(int, atoms, 160, "number of atoms");
 ABSL_FLAG(int, seed, 2024, "random seed (same on every rank)");
+ABSL_FLAG(bool, shared_memory, true,
+          "let ranks of this host write rows into each other's memory (false: DEEPMD_EXCHANGE_SHARED_MEMORY=0, "
+          "every row through MPI)");
 
 namespace {
 
@@ -159,6 +164,8 @@ void CheckErrors(const Decomposition& dd, const Ghosts& g, MPI_Comm comm, Tally&
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   absl::ParseCommandLine(argc, argv);
+  const bool shared_memory = absl::GetFlag(FLAGS_shared_memory);
+  if (!shared_memory) setenv("DEEPMD_EXCHANGE_SHARED_MEMORY", "0", 1);  // read at the first exchange
   MPI_Comm comm;
   MPI_Comm_dup(MPI_COMM_WORLD, &comm);  // the ops get a communicator of their own, as in production
   const Decomposition dd = deepmd::testing::Decompose(absl::GetFlag(FLAGS_grid), kBox, comm);
@@ -201,6 +208,19 @@ int main(int argc, char** argv) {
                      comm, tally);
     }
     if (&c == &cases.front()) CheckErrors(dd, g, comm, tally);
+  }
+
+  // The path the rows took between ranks: straight into the peer's memory wherever this host allows it.
+  int size = 1;
+  MPI_Comm_size(comm, &size);
+  const deepmd::ops::ExchangeTotals& sent = deepmd::ops::exchange_totals();
+  if (size > 1 && !shared_memory) {
+    tally.Check(sent.shared_rows == 0 && sent.mpi_rows > 0, "shared memory off: every row went through MPI", dd.rank);
+  } else if (size > 1 && deepmd::ops::SharedMemoryWorks()) {
+    tally.Check(sent.shared_rows > 0, "rows were written straight into the peers' shared memory", dd.rank);
+  } else if (size > 1) {
+    std::printf("rank %d: this host allows no shared memory between processes; only the MPI path was tested\n",
+                dd.rank);
   }
 
   int local[2] = {tally.passed, tally.failed}, total[2];

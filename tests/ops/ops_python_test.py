@@ -68,6 +68,23 @@ class ForwardAndReverseTest(unittest.TestCase):
             rhs = (x * ops.exchange_ghosts_reverse(plan(), y)).sum()
             self.assertAlmostEqual(lhs.item(), rhs.item(), delta=1e-12 * abs(lhs.item()) + 1e-12)
 
+    def test_owned_rows_alone(self):
+        # The forward may take just the owned rows (it pads itself); the gradient is then [nlocal, F].
+        E = exchange_matrix(NLOCAL, NGHOST, STAGES)
+        x = torch.randn(NLOCAL, 6, dtype=torch.float64, requires_grad=True)
+        out = ops.exchange_ghosts(plan(), x)
+        torch.testing.assert_close(out, E[:, :NLOCAL] @ x, rtol=0, atol=0)
+        w = torch.randn(NLOCAL + NGHOST, 6, dtype=torch.float64)
+        (out * w).sum().backward()
+        self.assertEqual(x.grad.shape, x.shape)
+        torch.testing.assert_close(x.grad, E[:, :NLOCAL].T @ w, rtol=1e-14, atol=1e-14)
+        self.assertTrue(torch.autograd.gradcheck(lambda t: ops.exchange_ghosts(plan(), t), (x,)))
+        self.assertTrue(torch.autograd.gradgradcheck(lambda t: torch.tanh(ops.exchange_ghosts(plan(), t)).pow(3), (x,)))
+        with self.assertRaisesRegex(RuntimeError, "or give the nlocal owned rows alone"):
+            ops.exchange_ghosts(plan(), torch.randn(NLOCAL + 1, 6, dtype=torch.float64))
+        with self.assertRaisesRegex(RuntimeError, "rows but the plan has"):
+            ops.exchange_ghosts_reverse(plan(), torch.randn(NLOCAL, 6, dtype=torch.float64))
+
     def test_reverse_zeroes_ghost_rows(self):
         g = torch.ones(NLOCAL + NGHOST, 2, dtype=torch.float64)
         out = ops.exchange_ghosts_reverse(plan(), g)
