@@ -1,13 +1,14 @@
 // Per-centre loops of the fused angle path (repflow_angle.h). A centre's real slots are gathered into
 // compact scratch rows; its packed angles are already compact. The small products run with the input
 // channel outermost, so consecutive updates go to different rows (no FMA latency chain) and the inner
-// loop is over contiguous output channels (GCC vectorises it; target_clones adds AVX2 and AVX-512
-// versions chosen at load time).
+// loop is over contiguous output channels (GCC vectorises it; one instantiation per instruction set,
+// isa.h).
 #include "deepmd/kernels/repflow_angle.h"
 
 #include <algorithm>
 #include <vector>
 
+#include "deepmd/kernels/isa.h"
 #include "deepmd/kernels/rows.h"
 
 namespace deepmd::kernels {
@@ -54,7 +55,7 @@ __attribute__((always_inline)) inline int64_t Gather(const AngleInputs<T>& in, i
   return n;
 }
 
-template <typename T>
+template <int W, typename T>
 __attribute__((always_inline)) inline void ForwardRange(const AngleInputs<T>& in, const AngleOutputs<T>& out,
                                                         int64_t b0, int64_t b1) {
   const int64_t A = in.nang, a = in.a, e = in.e;
@@ -72,7 +73,7 @@ __attribute__((always_inline)) inline void ForwardRange(const AngleInputs<T>& in
     for (int64_t jj = 0; jj < n; ++jj) {
       const T* x = ang + jj * n * a;  // row j: [n, a]
       // edge message: reduced_j = sw_j / scale * sum_k sw_k act(...)
-      Affine(x, in.we, s.pe.data() + jj * e, s.qe.data(), s.y.data(), n, a, e);
+      Affine<W>(x, in.we, s.pe.data() + jj * e, s.qe.data(), s.y.data(), n, a, e);
       Apply<false>(in.act, s.y.data(), static_cast<T*>(nullptr), n * e);
       T* __restrict rj = red + s.idx[jj] * e;
       for (int64_t kk = 0; kk < n; ++kk) {
@@ -84,7 +85,7 @@ __attribute__((always_inline)) inline void ForwardRange(const AngleInputs<T>& in
       for (int64_t o = 0; o < e; ++o) rj[o] *= c;
       if (!in.update) continue;
       // angle self update
-      Affine(x, in.wa, s.pa.data() + jj * a, s.qa.data(), s.z.data(), n, a, a);
+      Affine<W>(x, in.wa, s.pa.data() + jj * a, s.qa.data(), s.z.data(), n, a, a);
       Apply<false>(in.act, s.z.data(), static_cast<T*>(nullptr), n * a);
       T* __restrict dst = ang_out + jj * n * a;
       const T* __restrict z = s.z.data();
@@ -95,7 +96,7 @@ __attribute__((always_inline)) inline void ForwardRange(const AngleInputs<T>& in
   }
 }
 
-template <typename T>
+template <int W, typename T>
 __attribute__((always_inline)) inline void BackwardRange(const AngleInputs<T>& in, const AngleGradients<T>& g,
                                                          int64_t b0, int64_t b1) {
   const int64_t A = in.nang, a = in.a, e = in.e;
@@ -124,7 +125,7 @@ __attribute__((always_inline)) inline void BackwardRange(const AngleInputs<T>& i
       const int64_t j = s.idx[jj];
       const T* x = ang + jj * n * a;
       // edge message: u = act(y), reduced_j = sw_j / scale * sum_k sw_k u_k
-      Affine(x, in.we, s.pe.data() + jj * e, s.qe.data(), s.y.data(), n, a, e);
+      Affine<W>(x, in.we, s.pe.data() + jj * e, s.qe.data(), s.y.data(), n, a, e);
       Apply<true>(in.act, s.y.data(), s.dy.data(), n * e);
       const T* __restrict gr = g.g_reduced + (b * A + j) * e;
       const T sj = s.sw[jj] * inv_scale;
@@ -146,16 +147,16 @@ __attribute__((always_inline)) inline void BackwardRange(const AngleInputs<T>& i
           gqk[o] += gy;
         }
       }
-      AddColumnSums(s.gy.data(), n, e, gpe);
+      AddColumnSums<W>(s.gy.data(), n, e, gpe);
       s.gsw[jj] += gsw_j * inv_scale;
       T* __restrict gx = gx_out + jj * n * a;
       if (!in.update) {
         std::fill(gx, gx + n * a, T(0));
-        AddBack(s.gy.data(), s.wet.data(), gx, n, e, a);
+        AddBack<W>(s.gy.data(), s.wet.data(), gx, n, e, a);
         continue;
       }
       // angle self update: angle_new = alpha angle + res act(z)
-      Affine(x, in.wa, s.pa.data() + jj * a, s.qa.data(), s.z.data(), n, a, a);
+      Affine<W>(x, in.wa, s.pa.data() + jj * a, s.qa.data(), s.z.data(), n, a, a);
       Apply<true>(in.act, s.z.data(), s.dz.data(), n * a);
       T* __restrict gpa = g.pa + (b * A + j) * a;
       const T* __restrict gk = gang + jj * n * a;  // row j of the incoming gradient: [n, a]
@@ -170,10 +171,10 @@ __attribute__((always_inline)) inline void BackwardRange(const AngleInputs<T>& i
           gx[kk * a + o] = alpha * gk[kk * a + o];
         }
       }
-      AddColumnSums(s.gz.data(), n, a, gpa);
+      AddColumnSums<W>(s.gz.data(), n, a, gpa);
       // d/d angle_jk = alpha g + W_e gy + W_a gz
-      AddBack(s.gy.data(), s.wet.data(), gx, n, e, a);
-      AddBack(s.gz.data(), s.wat.data(), gx, n, a, a);
+      AddBack<W>(s.gy.data(), s.wet.data(), gx, n, e, a);
+      AddBack<W>(s.gz.data(), s.wat.data(), gx, n, a, a);
     }
     for (int64_t kk = 0; kk < n; ++kk) {
       const int64_t k = s.idx[kk];
@@ -197,21 +198,47 @@ void PairOffsets(const bool* real, int64_t nb, int64_t nang, int64_t* offset) {
   }
 }
 
-DEEPMD_KERNELS_CLONES void AngleForward(const AngleInputs<float>& in, const AngleOutputs<float>& out, int64_t b0,
-                                        int64_t b1) {
-  ForwardRange(in, out, b0, b1);
+namespace {
+
+// One instantiation per instruction set (isa.h), each with that set's widest vectors.
+template <typename T>
+DEEPMD_KERNELS_AVX512 void Forward512(const AngleInputs<T>& in, const AngleOutputs<T>& out, int64_t b0, int64_t b1) {
+  ForwardRange<64>(in, out, b0, b1);
 }
-DEEPMD_KERNELS_CLONES void AngleForward(const AngleInputs<double>& in, const AngleOutputs<double>& out, int64_t b0,
-                                        int64_t b1) {
-  ForwardRange(in, out, b0, b1);
+template <typename T>
+DEEPMD_KERNELS_AVX2 void Forward256(const AngleInputs<T>& in, const AngleOutputs<T>& out, int64_t b0, int64_t b1) {
+  ForwardRange<32>(in, out, b0, b1);
 }
-DEEPMD_KERNELS_CLONES void AngleBackward(const AngleInputs<float>& in, const AngleGradients<float>& g, int64_t b0,
-                                         int64_t b1) {
-  BackwardRange(in, g, b0, b1);
+template <typename T>
+void Forward128(const AngleInputs<T>& in, const AngleOutputs<T>& out, int64_t b0, int64_t b1) {
+  ForwardRange<16>(in, out, b0, b1);
 }
-DEEPMD_KERNELS_CLONES void AngleBackward(const AngleInputs<double>& in, const AngleGradients<double>& g, int64_t b0,
-                                         int64_t b1) {
-  BackwardRange(in, g, b0, b1);
+template <typename T>
+DEEPMD_KERNELS_AVX512 void Backward512(const AngleInputs<T>& in, const AngleGradients<T>& g, int64_t b0, int64_t b1) {
+  BackwardRange<64>(in, g, b0, b1);
+}
+template <typename T>
+DEEPMD_KERNELS_AVX2 void Backward256(const AngleInputs<T>& in, const AngleGradients<T>& g, int64_t b0, int64_t b1) {
+  BackwardRange<32>(in, g, b0, b1);
+}
+template <typename T>
+void Backward128(const AngleInputs<T>& in, const AngleGradients<T>& g, int64_t b0, int64_t b1) {
+  BackwardRange<16>(in, g, b0, b1);
+}
+
+}  // namespace
+
+void AngleForward(const AngleInputs<float>& in, const AngleOutputs<float>& out, int64_t b0, int64_t b1) {
+  ForThisCpu(Forward512<float>, Forward256<float>, Forward128<float>, in, out, b0, b1);
+}
+void AngleForward(const AngleInputs<double>& in, const AngleOutputs<double>& out, int64_t b0, int64_t b1) {
+  ForThisCpu(Forward512<double>, Forward256<double>, Forward128<double>, in, out, b0, b1);
+}
+void AngleBackward(const AngleInputs<float>& in, const AngleGradients<float>& g, int64_t b0, int64_t b1) {
+  ForThisCpu(Backward512<float>, Backward256<float>, Backward128<float>, in, g, b0, b1);
+}
+void AngleBackward(const AngleInputs<double>& in, const AngleGradients<double>& g, int64_t b0, int64_t b1) {
+  ForThisCpu(Backward512<double>, Backward256<double>, Backward128<double>, in, g, b0, b1);
 }
 
 }  // namespace deepmd::kernels

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "deepmd/kernels/isa.h"
 #include "deepmd/kernels/rows.h"
 
 namespace deepmd::kernels {
@@ -38,7 +39,7 @@ EdgeScratch<T>& ThreadEdgeScratch() {
 // Lists centre b's real slots (their rows of p, read in place; their edges, copied only when padded slots
 // lie between them) and evaluates y = q_b + p_r + edge W and its activation (with the derivative when D).
 // Returns the real-slot count.
-template <bool D, typename T>
+template <int W, bool D, typename T>
 __attribute__((always_inline)) inline int64_t Evaluate(const EdgeInputs<T>& in, int64_t b, EdgeScratch<T>& s) {
   const int64_t N = in.nnei, e = in.e, f = in.f;
   const int64_t* __restrict nbr = in.nbr + b * N;
@@ -58,7 +59,7 @@ __attribute__((always_inline)) inline int64_t Evaluate(const EdgeInputs<T>& in, 
     for (int64_t k = 0; k < n; ++k) CopyRow(edge + s.slot[k] * e, e, s.x.data() + k * e);
     s.edges = s.x.data();
   }
-  AffineGathered(s.edges, in.w, in.q + b * f, s.p_rows.data(), s.y.data(), n, e, f);
+  AffineGathered<W>(s.edges, in.w, in.q + b * f, s.p_rows.data(), s.y.data(), n, e, f);
   Apply<D>(in.act, s.y.data(), D ? s.dy.data() : static_cast<T*>(nullptr), n * f);
   return n;
 }
@@ -80,7 +81,7 @@ __attribute__((always_inline)) inline void Moments(const EdgeInputs<T>& in, cons
   }
 }
 
-template <typename T>
+template <int W, typename T>
 __attribute__((always_inline)) inline void ForwardRange(const EdgeInputs<T>& in, const EdgeOutputs<T>& out, int64_t b0,
                                                         int64_t b1) {
   const int64_t N = in.nnei, e = in.e, nd = in.n, f = in.f, m = in.m, se = f - m;
@@ -88,7 +89,7 @@ __attribute__((always_inline)) inline void ForwardRange(const EdgeInputs<T>& in,
   EdgeScratch<T>& s = ThreadEdgeScratch<T>();
   s.Reserve(N, e, f);
   for (int64_t b = b0; b < b1; ++b) {
-    const int64_t n = Evaluate<false>(in, b, s);
+    const int64_t n = Evaluate<W, false>(in, b, s);
     T* __restrict msg = out.msg + b * m;
     std::fill(msg, msg + m, T(0));
     for (int64_t k = 0; k < n; ++k) {
@@ -108,7 +109,7 @@ __attribute__((always_inline)) inline void ForwardRange(const EdgeInputs<T>& in,
   }
 }
 
-template <typename T>
+template <int W, typename T>
 __attribute__((always_inline)) inline void BackwardRange(const EdgeInputs<T>& in, const EdgeGradients<T>& g, int64_t b0,
                                                          int64_t b1) {
   const int64_t N = in.nnei, e = in.e, nd = in.n, f = in.f, m = in.m, se = f - m;
@@ -124,7 +125,7 @@ __attribute__((always_inline)) inline void BackwardRange(const EdgeInputs<T>& in
     std::fill(g.h2sw + b * N * 3, g.h2sw + (b + 1) * N * 3, T(0));
     T* __restrict gq = g.q + b * f;
     std::fill(gq, gq + f, T(0));
-    const int64_t n = Evaluate<true>(in, b, s);
+    const int64_t n = Evaluate<W, true>(in, b, s);
     // the edge gradients of compact rows go straight to their slots
     T* const gx_rows = s.edges == in.edge + b * N * e ? g.edge + b * N * e : s.gx.data();
     const T* __restrict gm = g.g_msg + b * m;
@@ -138,7 +139,7 @@ __attribute__((always_inline)) inline void BackwardRange(const EdgeInputs<T>& in
       // msg = sum sw u[:m] / norm
       const T c = in.sw[b * N + j] * inv_norm;
       for (int64_t o = 0; o < m; ++o) gy[o] = c * gm[o] * du[o];
-      g.sw[b * N + j] = Dot(gm, u, m) * inv_norm;
+      g.sw[b * N + j] = Dot<W>(gm, u, m) * inv_norm;
       const T* __restrict ges = g.g_eself + (b * N + j) * se;
       for (int64_t o = 0; o < se; ++o) gy[m + o] = ges[o] * du[m + o];
       T* __restrict gp = g.p + r * f;
@@ -152,12 +153,12 @@ __attribute__((always_inline)) inline void BackwardRange(const EdgeInputs<T>& in
       const T* __restrict node = in.node_ext + r * nd;
       T* __restrict gx = gx_rows + k * e;
       T* __restrict gnode = g.node_ext + r * nd;
-      for (int64_t d = 0; d < 3; ++d) g.h2sw[(b * N + j) * 3 + d] = Dot2(ghe + d * e, xk, e, ghn + d * nd, node, nd);
+      for (int64_t d = 0; d < 3; ++d) g.h2sw[(b * N + j) * 3 + d] = Dot2<W>(ghe + d * e, xk, e, ghn + d * nd, node, nd);
       for (int64_t i = 0; i < e; ++i) gx[i] = h[0] * ghe[i] + h[1] * ghe[e + i] + h[2] * ghe[2 * e + i];
       for (int64_t i = 0; i < nd; ++i) gnode[i] += h[0] * ghn[i] + h[1] * ghn[nd + i] + h[2] * ghn[2 * nd + i];
     }
     // d/d edge_j = W gy_j + the moments' part
-    AddBack(s.gy.data(), s.wt.data(), gx_rows, n, f, e);
+    AddBack<W>(s.gy.data(), s.wt.data(), gx_rows, n, f, e);
     if (gx_rows == s.gx.data()) {
       for (int64_t k = 0; k < n; ++k) CopyRow(s.gx.data() + k * e, e, g.edge + (b * N + s.slot[k]) * e);
     }
@@ -166,21 +167,47 @@ __attribute__((always_inline)) inline void BackwardRange(const EdgeInputs<T>& in
 
 }  // namespace
 
-DEEPMD_KERNELS_CLONES void EdgeForward(const EdgeInputs<float>& in, const EdgeOutputs<float>& out, int64_t b0,
-                                       int64_t b1) {
-  ForwardRange(in, out, b0, b1);
+namespace {
+
+// One instantiation per instruction set (isa.h), each with that set's widest vectors.
+template <typename T>
+DEEPMD_KERNELS_AVX512 void Forward512(const EdgeInputs<T>& in, const EdgeOutputs<T>& out, int64_t b0, int64_t b1) {
+  ForwardRange<64>(in, out, b0, b1);
 }
-DEEPMD_KERNELS_CLONES void EdgeForward(const EdgeInputs<double>& in, const EdgeOutputs<double>& out, int64_t b0,
-                                       int64_t b1) {
-  ForwardRange(in, out, b0, b1);
+template <typename T>
+DEEPMD_KERNELS_AVX2 void Forward256(const EdgeInputs<T>& in, const EdgeOutputs<T>& out, int64_t b0, int64_t b1) {
+  ForwardRange<32>(in, out, b0, b1);
 }
-DEEPMD_KERNELS_CLONES void EdgeBackward(const EdgeInputs<float>& in, const EdgeGradients<float>& g, int64_t b0,
-                                        int64_t b1) {
-  BackwardRange(in, g, b0, b1);
+template <typename T>
+void Forward128(const EdgeInputs<T>& in, const EdgeOutputs<T>& out, int64_t b0, int64_t b1) {
+  ForwardRange<16>(in, out, b0, b1);
 }
-DEEPMD_KERNELS_CLONES void EdgeBackward(const EdgeInputs<double>& in, const EdgeGradients<double>& g, int64_t b0,
-                                        int64_t b1) {
-  BackwardRange(in, g, b0, b1);
+template <typename T>
+DEEPMD_KERNELS_AVX512 void Backward512(const EdgeInputs<T>& in, const EdgeGradients<T>& g, int64_t b0, int64_t b1) {
+  BackwardRange<64>(in, g, b0, b1);
+}
+template <typename T>
+DEEPMD_KERNELS_AVX2 void Backward256(const EdgeInputs<T>& in, const EdgeGradients<T>& g, int64_t b0, int64_t b1) {
+  BackwardRange<32>(in, g, b0, b1);
+}
+template <typename T>
+void Backward128(const EdgeInputs<T>& in, const EdgeGradients<T>& g, int64_t b0, int64_t b1) {
+  BackwardRange<16>(in, g, b0, b1);
+}
+
+}  // namespace
+
+void EdgeForward(const EdgeInputs<float>& in, const EdgeOutputs<float>& out, int64_t b0, int64_t b1) {
+  ForThisCpu(Forward512<float>, Forward256<float>, Forward128<float>, in, out, b0, b1);
+}
+void EdgeForward(const EdgeInputs<double>& in, const EdgeOutputs<double>& out, int64_t b0, int64_t b1) {
+  ForThisCpu(Forward512<double>, Forward256<double>, Forward128<double>, in, out, b0, b1);
+}
+void EdgeBackward(const EdgeInputs<float>& in, const EdgeGradients<float>& g, int64_t b0, int64_t b1) {
+  ForThisCpu(Backward512<float>, Backward256<float>, Backward128<float>, in, g, b0, b1);
+}
+void EdgeBackward(const EdgeInputs<double>& in, const EdgeGradients<double>& g, int64_t b0, int64_t b1) {
+  ForThisCpu(Backward512<double>, Backward256<double>, Backward128<double>, in, g, b0, b1);
 }
 
 }  // namespace deepmd::kernels

@@ -1,19 +1,17 @@
 // Small dense products over the rows of a per-centre scratch block, shared by the fused kernels
-// (GCC vectorises the loops over output channels; the callers' target_clones give AVX2 and AVX-512
-// versions).
+// (GCC vectorises the loops over output channels). Each helper takes W, the width in bytes of the
+// widest vector of the instruction set its caller is compiled for (isa.h): a block of 4 rows x 2
+// vectors then fills 8 of the registers on every set, where 64-byte vectors on AVX2 would spill.
 #ifndef DEEPMD_KERNELS_ROWS_H_
 #define DEEPMD_KERNELS_ROWS_H_
 
 #include <cstdint>
 #include <cstring>
 
-// The entry points of the kernels: AVX-512, AVX2 and baseline versions, chosen when the library loads.
-#define DEEPMD_KERNELS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-
 namespace deepmd::kernels {
 
 // The products below work on blocks of R rows x whole vectors of output channels held in registers
-// (GCC's vector extensions: 64-byte vectors, 32-byte ones for a remaining half, single channels last):
+// (GCC's vector extensions: W-byte vectors, W/2-byte ones for a remaining half, single channels last):
 // each weight row loaded feeds R FMAs and nothing is stored until the block is done.
 
 template <typename T, int kBytes>
@@ -77,20 +75,22 @@ __attribute__((always_inline)) inline void Block(const T* __restrict x, const T*
   }
 }
 
-template <int R, bool kInit, typename T, typename Q>
+template <int W, int R, bool kInit, typename T, typename Q>
 __attribute__((always_inline)) inline void BlockRows(const T* __restrict x, const T* __restrict w,
                                                      const T* __restrict p, const Q& q, T* __restrict y, int64_t a,
                                                      int64_t width) {
-  constexpr int L = Lanes<T, 64>::kN, H = Lanes<T, 32>::kN;
+  constexpr int L = Lanes<T, W>::kN, H = L / 2;
   int64_t o0 = 0;
-  for (; o0 + 2 * L <= width; o0 += 2 * L) Block<R, 2, 64, kInit>(x, w, p, q, y, a, width, o0);
+  for (; o0 + 2 * L <= width; o0 += 2 * L) Block<R, 2, W, kInit>(x, w, p, q, y, a, width, o0);
   if (o0 + L <= width) {
-    Block<R, 1, 64, kInit>(x, w, p, q, y, a, width, o0);
+    Block<R, 1, W, kInit>(x, w, p, q, y, a, width, o0);
     o0 += L;
   }
-  if (o0 + H <= width) {
-    Block<R, 1, 32, kInit>(x, w, p, q, y, a, width, o0);
-    o0 += H;
+  if constexpr (H > 1) {
+    if (o0 + H <= width) {
+      Block<R, 1, W / 2, kInit>(x, w, p, q, y, a, width, o0);
+      o0 += H;
+    }
   }
   for (; o0 < width; ++o0) {  // the last few channels one by one
     for (int r = 0; r < R; ++r) {
@@ -101,35 +101,35 @@ __attribute__((always_inline)) inline void BlockRows(const T* __restrict x, cons
   }
 }
 
-template <bool kInit, typename T, typename Q>
+template <int W, bool kInit, typename T, typename Q>
 __attribute__((always_inline)) inline void Rows(const T* __restrict x, const T* __restrict w, const T* __restrict p,
                                                 const Q& q, T* __restrict y, int64_t n, int64_t a, int64_t width) {
   int64_t k = 0;
-  for (; k + 4 <= n; k += 4) BlockRows<4, kInit>(x + k * a, w, p, q.Skip(k), y + k * width, a, width);
-  for (; k < n; ++k) BlockRows<1, kInit>(x + k * a, w, p, q.Skip(k), y + k * width, a, width);
+  for (; k + 4 <= n; k += 4) BlockRows<W, 4, kInit>(x + k * a, w, p, q.Skip(k), y + k * width, a, width);
+  for (; k < n; ++k) BlockRows<W, 1, kInit>(x + k * a, w, p, q.Skip(k), y + k * width, a, width);
 }
 
 // y[k, :] = p + q[k, :] + x[k, :] W for k < n (x [n, a], W [a, width], y and q [n, width]).
-template <typename T>
+template <int W, typename T>
 __attribute__((always_inline)) inline void Affine(const T* __restrict x, const T* __restrict w, const T* __restrict p,
                                                   const T* __restrict q, T* __restrict y, int64_t n, int64_t a,
                                                   int64_t width) {
-  Rows<true>(x, w, p, DenseRows<T>{q, width}, y, n, a, width);
+  Rows<W, true>(x, w, p, DenseRows<T>{q, width}, y, n, a, width);
 }
 
 // The same with q's rows wherever they are: y[k, :] = p + q_rows[k][:] + x[k, :] W.
-template <typename T>
+template <int W, typename T>
 __attribute__((always_inline)) inline void AffineGathered(const T* __restrict x, const T* __restrict w,
                                                           const T* __restrict p, const T* const* q_rows,
                                                           T* __restrict y, int64_t n, int64_t a, int64_t width) {
-  Rows<true>(x, w, p, RowPointers<T>{q_rows}, y, n, a, width);
+  Rows<W, true>(x, w, p, RowPointers<T>{q_rows}, y, n, a, width);
 }
 
 // g[k, :] += d[k, :] Wt for k < n (d [n, width], Wt [width, a] the transposed weight, g [n, a]).
-template <typename T>
+template <int W, typename T>
 __attribute__((always_inline)) inline void AddBack(const T* __restrict d, const T* __restrict wt, T* __restrict g,
                                                    int64_t n, int64_t width, int64_t a) {
-  Rows<false>(d, wt, static_cast<const T*>(nullptr), DenseRows<T>{nullptr, 0}, g, n, width, a);  // q unused
+  Rows<W, false>(d, wt, static_cast<const T*>(nullptr), DenseRows<T>{nullptr, 0}, g, n, width, a);  // q unused
 }
 
 // out[o0 : o0 + one vector] += sum_k x[k, ...] (x [n, width]), summed in registers.
@@ -149,15 +149,17 @@ __attribute__((always_inline)) inline void AddColumnSum(const T* __restrict x, i
 
 // out[o] += sum_k x[k, o] for o < width (x [n, width]): whole vectors of columns summed in registers, so
 // that the sum is not a chain of stores and reloads of out.
-template <typename T>
+template <int W, typename T>
 __attribute__((always_inline)) inline void AddColumnSums(const T* __restrict x, int64_t n, int64_t width,
                                                          T* __restrict out) {
-  constexpr int L = Lanes<T, 64>::kN, H = Lanes<T, 32>::kN;
+  constexpr int L = Lanes<T, W>::kN, H = L / 2;
   int64_t o = 0;
-  for (; o + L <= width; o += L) AddColumnSum<64>(x, n, width, o, out);
-  if (o + H <= width) {
-    AddColumnSum<32>(x, n, width, o, out);
-    o += H;
+  for (; o + L <= width; o += L) AddColumnSum<W>(x, n, width, o, out);
+  if constexpr (H > 1) {
+    if (o + H <= width) {
+      AddColumnSum<W / 2>(x, n, width, o, out);
+      o += H;
+    }
   }
   for (; o < width; ++o) {
     T sum = 0;
@@ -168,11 +170,11 @@ __attribute__((always_inline)) inline void AddColumnSums(const T* __restrict x, 
 
 // sum_i a[i] x[i] (i < na) + sum_i b[i] y[i] (i < nb) with one vector accumulator: one horizontal sum
 // instead of one per dot product.
-template <typename T>
+template <int W, typename T>
 __attribute__((always_inline)) inline T Dot2(const T* __restrict a, const T* __restrict x, int64_t na,
                                              const T* __restrict b, const T* __restrict y, int64_t nb) {
-  using V = typename Lanes<T, 64>::V;
-  constexpr int L = Lanes<T, 64>::kN;
+  using V = typename Lanes<T, W>::V;
+  constexpr int L = Lanes<T, W>::kN;
   V acc = V{};
   T tail = 0;
   int64_t i = 0;
@@ -184,9 +186,9 @@ __attribute__((always_inline)) inline T Dot2(const T* __restrict a, const T* __r
   return tail;
 }
 
-template <typename T>
+template <int W, typename T>
 __attribute__((always_inline)) inline T Dot(const T* __restrict a, const T* __restrict x, int64_t n) {
-  return Dot2(a, x, n, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), 0);
+  return Dot2<W>(a, x, n, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), 0);
 }
 
 // to[0:n] = from[0:n], inline (std::copy_n of a run-time length is a library call per row).
