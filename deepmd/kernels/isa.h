@@ -6,6 +6,9 @@
 #ifndef DEEPMD_KERNELS_ISA_H_
 #define DEEPMD_KERNELS_ISA_H_
 
+#include <cstdlib>
+#include <cstring>
+
 namespace deepmd::kernels {
 
 enum class Isa { kBaseline, kAvx2, kAvx512 };
@@ -18,13 +21,17 @@ enum class Isa { kBaseline, kAvx2, kAvx512 };
 #define DEEPMD_KERNELS_AVX2
 #endif
 
-// The widest set this CPU supports (decided once).
+// The widest set this CPU supports (decided once). DEEPMD_KERNELS_ISA=avx2 or baseline caps it, so
+// that the tests run the narrower builds on any CPU; a set the CPU lacks is never chosen.
 inline Isa CpuIsa() {
   static const Isa isa = [] {
+    const char* cap = std::getenv("DEEPMD_KERNELS_ISA");
+    const bool baseline_only = cap && std::strcmp(cap, "baseline") == 0;
+    const bool avx2_at_most = baseline_only || (cap && std::strcmp(cap, "avx2") == 0);
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+    if (!avx2_at_most && __builtin_cpu_supports("avx512f")) return Isa::kAvx512;
+    if (!baseline_only && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
 #endif
     return Isa::kBaseline;
   }();

@@ -8,8 +8,10 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <string>
 #include <tuple>
 
+#include "deepmd/kernels/isa.h"
 #include "deepmd/kernels/repflow_angle.h"
 
 namespace deepmd::kernels {
@@ -198,6 +200,8 @@ TORCH_LIBRARY(deepmd_kernels, m) {
       "p_angle, "
       "Tensor q_angle, Tensor w_angle, Tensor residual, float alpha, int act, float threshold, float slope, "
       "float shift, float a_scale, bool update_angle=True) -> (Tensor reduced, Tensor angle_new)");
+  // The instruction set the kernels run on this CPU (isa.h), for logs, benchmarks and tests.
+  m.def("instruction_set() -> str", [] { return std::string(deepmd::kernels::IsaName(deepmd::kernels::CpuIsa())); });
 }
 
 TORCH_LIBRARY_IMPL(deepmd_kernels, CPU, m) { m.impl("repflow_angle", deepmd::kernels::RepflowAngleCpu); }

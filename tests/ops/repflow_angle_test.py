@@ -8,6 +8,7 @@ TorchScript.
 Usage: repflow_angle_test.py OPS_LIBRARY."""
 
 import math
+import os
 import unittest
 
 import torch
@@ -93,6 +94,16 @@ def grads(f, t, g_red, g_new):
 
 
 class RepflowAngleTest(unittest.TestCase):
+    def test_instruction_set(self):
+        # The build these tests exercise: DEEPMD_KERNELS_ISA=baseline (the *_baseline_test targets) must
+        # select the SSE2 one whatever the CPU; otherwise the CPU's widest.
+        isa = torch.ops.deepmd_kernels.instruction_set()
+        if os.environ.get("DEEPMD_KERNELS_ISA") == "baseline":
+            self.assertEqual(isa, "baseline (SSE2)")
+        else:
+            self.assertIn(isa, ("AVX-512", "AVX2+FMA", "baseline (SSE2)"))
+        print("kernels' instruction set:", isa)
+
     SIZES = [(5, 7, 4, 6), (3, 0, 4, 6), (3, 1, 3, 5), (4, 12, 16, 32), (2, 9, 8, 16), (6, 5, 1, 1)]
 
     def compare(self, dtype, tol, act_name, size, alpha=1.0, seed=0):
