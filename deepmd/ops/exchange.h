@@ -12,9 +12,10 @@ namespace deepmd::ops {
 
 // out = E in: owned rows are copied, every ghost row is overwritten by its owner's row (multi-hop
 // ghosts included), stage by stage. `out` holds plan.nrows() rows of `width` values; only the nlocal
-// owned rows of `in` are read (it may hold just those). They must not overlap. Collective: every rank of the plan's communicator calls it with its own plan. When `out`
-// was allocated from SharedArena (shared_memory.h), peers on this host write their rows straight into
-// it; otherwise the rows come through MPI.
+// owned rows of `in` are read (it may hold just those). They must not overlap. Collective: every
+// rank of the plan's communicator calls it with its own plan. When `out` was allocated from
+// SharedArena (shared_memory.h), peers on this host write their rows straight into it; otherwise
+// the rows come through MPI.
 template <typename T>
 absl::Status ExchangeGhostsForward(const PlanView& plan, const T* in, T* out, int64_t width);
 
