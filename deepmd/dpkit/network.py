@@ -3,6 +3,7 @@ EmbeddingNetwork / FittingNetwork (a sequence of Layers), NetworkCollection, Lay
 and the activations (deepmd-kit's network.py, MATH.md N1-N7). Weights are buffers in the node's own
 precision; a module computes in the dtype of its weights."""
 
+import copy
 import math
 from typing import Any, Dict, List, Optional
 
@@ -102,6 +103,18 @@ class Layer(torch.nn.Module):
         resnet = bool(node.get("resnet", False))
         self.residual = 1 if resnet and self.num_out == self.num_in else (
             2 if resnet and self.num_out == 2 * self.num_in else 0)
+
+    def columns(self, index: torch.Tensor) -> "Layer":
+        """This layer's outputs `index` alone, as a layer of their own (the activation and idt act per output,
+        so they select with them); not for a residual layer, whose output mixes in its input."""
+        if self.residual != 0:
+            raise ValueError("a residual layer's outputs cannot be selected on their own")
+        part = copy.deepcopy(self)
+        part.w = self.w[:, index].contiguous()
+        part.b = self.b[index].contiguous() if self.has_bias else self.b
+        part.idt = self.idt[index].contiguous() if self.has_idt else self.idt
+        part.num_out = int(index.numel())
+        return part
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.w.shape[0] == 1:

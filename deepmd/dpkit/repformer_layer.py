@@ -60,13 +60,21 @@ class Atten2Map(torch.nn.Module):
         self.has_gate = bool(node.get("has_gate", False))
         self.smooth = bool(node.get("smooth", True))
         self.shift = float(node.get("attnw_shift", 20.0))
-        self.mapqk = _layer(node, "mapqk", where, dtype, ng2, self.hidden * 2 * self.nhead)
+        mapqk = _layer(node, "mapqk", where, dtype, ng2, self.hidden * 2 * self.nhead)
+        # deepmd-kit's mapqk output column d·2nh + h is query head h, channel d; d·2nh + nh + h the key's.
+        # Queries and keys as two linears with head-major columns (h·nd + d): the same numbers, without
+        # the interleaved [.., nd, 2nh] layout whose slicing backward zero-fills and adds full-size buffers.
+        if mapqk.residual:
+            raise UnsupportedModel(f"{where}.mapqk: resnet is set, which deepmd-kit's Atten2Map never writes")
+        d, h = torch.arange(self.hidden).unsqueeze(0), torch.arange(self.nhead).unsqueeze(1)
+        self.mapq = mapqk.columns((d * 2 * self.nhead + h).reshape(-1))
+        self.mapk = mapqk.columns((d * 2 * self.nhead + self.nhead + h).reshape(-1))
 
     def forward(self, g2: torch.Tensor, h2: torch.Tensor, mask: torch.Tensor, sw: torch.Tensor) -> torch.Tensor:
         nf, nloc, nnei = g2.shape[0], g2.shape[1], g2.shape[2]
         nd, nh = self.hidden, self.nhead
-        qk = self.mapqk(g2).reshape(nf, nloc, nnei, nd, 2 * nh).permute(0, 1, 4, 2, 3)
-        q, k = qk[:, :, :nh], qk[:, :, nh:]
+        q = self.mapq(g2).view(nf, nloc, nnei, nh, nd).transpose(2, 3)
+        k = self.mapk(g2).view(nf, nloc, nnei, nh, nd).transpose(2, 3)
         w = torch.matmul(q, k.transpose(-1, -2)) / float(nd) ** 0.5
         hh = torch.matmul(h2, h2.transpose(-1, -2))  # [nf, nloc, nnei, nnei]
         if self.has_gate:

@@ -4,6 +4,7 @@ random-init models on water-density lattices; the runtime's overhead against bar
 the forward/backward split. Writes md.json, md.md and PNG plots into --out.
 
 bazel run //tests/bench:md_benchmark -- [--out DIR] [--models water,dpa3,dpa2,se_e2_a] [--sizes 1536,...]
+  (also dpa3_production, dpa2_medium: deepmd-kit's examples/water inputs, not in the default run)
 """
 
 import argparse
@@ -20,7 +21,7 @@ from tests.lammps import harness
 
 # Up to what fits this machine's 24 GiB on one rank (the realistic DPA3 needs ~2.8 MB per atom).
 DEFAULT_SIZES = {"water": [1536, 3072], "dpa3": [500, 1000, 2000, 4000], "dpa2": [500, 1000, 2000, 4000, 8000, 16000],
-                 "se_e2_a": [500, 1000, 2000, 4000, 8000, 16000]}
+                 "se_e2_a": [500, 1000, 2000, 4000, 8000, 16000], "dpa3_production": [1536], "dpa2_medium": [1536]}
 
 LOOP_RE = re.compile(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms")
 SECTION_RE = re.compile(r"^(Pair|Neigh|Comm|Output|Modify|Other)\s*\|\s*([0-9.eE+-]+)\s*\|\s*([0-9.eE+-]+)\s*\|"

@@ -42,6 +42,8 @@ EXAMPLES = {
     "dpa3_loc_mapping": {"input": "dpa3_loc_mapping.json", "seed": 1},
     "dpa3_params": {"input": "dpa3_params.json", "seed": 1},
     "dpa3_realistic": {"input": "dpa3_realistic.json", "seed": 1},  # benchmarks (tests/bench)
+    "dpa3_production": {"input": "dpa3_production.json", "seed": 1},  # benchmarks (tests/bench)
+    "dpa2_medium": {"input": "dpa2_medium.json", "seed": 1},  # benchmarks (tests/bench)
 }
 
 def model_archives():
