@@ -75,6 +75,18 @@ def _single_net(node: Dict[str, Any], key: str, where: str, dtype: torch.dtype, 
     return net
 
 
+def _first_blocks(block: torch.nn.Module, net: Network, strip: bool, widths: List[int],
+                  names: Tuple[str, ...]) -> bool:
+    """Concatenated type-embedding input (not strip): registers on `block` the first layer's weight rows
+    of the geometric column and of each type block (Network.first_weight_blocks) under `names` (empty
+    where absent); returns whether the blocks apply."""
+    rows = None if strip else net.first_weight_blocks(widths)
+    for i, name in enumerate(names):
+        block.register_buffer(name, rows[i] if rows is not None and i < len(rows) else
+                              torch.zeros(0, dtype=net.layers[0].w.dtype))
+    return rows is not None
+
+
 def _neighbour_rows(x: torch.Tensor, nlist: torch.Tensor) -> torch.Tensor:
     """x [nf, nall, F] gathered at nlist [nf, nloc, nnei] (entries ≥ 0) -> [nf, nloc, nnei, F]."""
     nf, nloc, nnei, width = nlist.shape[0], nlist.shape[1], nlist.shape[2], x.shape[2]
@@ -131,6 +143,8 @@ class Repinit(_Block):
         nt_in = tebd if self.type_one_side else 2 * tebd
         self.embedding = _single_net(var, "embeddings", where, dtype, 1 if self.strip else 1 + nt_in)
         self.ng = self.embedding.dim_out
+        widths = [1, tebd] + ([] if self.type_one_side else [tebd])
+        self.blocks = _first_blocks(self, self.embedding, self.strip, widths, ("w_s", "w_j", "w_i"))
         if not 0 < self.axis <= self.ng:
             raise UnsupportedModel(f"{where}: axis_neuron {self.axis} must be in 1..{self.ng}")
         self.dim_out = self.ng * self.axis
@@ -156,7 +170,13 @@ class Repinit(_Block):
         nf, nloc, nnei = nlist.shape[0], nlist.shape[1], nlist.shape[2]
         rr, sw, mask, safe = self.prepare(coord, atype, nlist)
         ss = rr[..., :1]
-        if not self.strip:
+        if self.blocks:
+            # [s, tebd_j, tebd_i]·W by blocks: the type rows' products per atom, gathered per neighbour
+            xw = ss * self.w_s[0] + _neighbour_rows(torch.matmul(tebd_ext, self.w_j), safe)
+            if not self.type_one_side:
+                xw = xw + torch.matmul(tebd_ext[:, :nloc], self.w_i).unsqueeze(2)
+            gg = self.embedding.forward_blocks(xw)
+        elif not self.strip:
             tj = _neighbour_rows(tebd_ext, safe)
             if self.type_one_side:
                 ss = torch.cat([ss, tj], dim=-1)
@@ -197,6 +217,7 @@ class ThreeBody(_Block):
         self.embedding = _single_net(var, "embeddings", where, dtype, 1 if self.strip else 1 + 2 * tebd)
         self.ng = self.embedding.dim_out
         self.dim_out = self.ng
+        self.blocks = _first_blocks(self, self.embedding, self.strip, [1, tebd, tebd], ("w_s", "w_j", "w_k"))
         tt = torch.zeros(0, self.ng, dtype=dtype)
         if self.strip:
             net = _single_net(var, "embeddings_strip", where, dtype, 2 * tebd)
@@ -216,7 +237,13 @@ class ThreeBody(_Block):
         r3 = rr[..., 1:]
         env_jk = torch.matmul(r3, r3.transpose(-1, -2))  # [nf, nloc, nnei, nnei]
         ss = env_jk.unsqueeze(-1)
-        if not self.strip:
+        if self.blocks:
+            # [r_j·r_k, tebd_j, tebd_k]·W by blocks: no [nloc, nnei, nnei, 1 + 2 tebd] input, and no product
+            # (or input gradient) per pair for the type rows
+            pj = _neighbour_rows(torch.matmul(tebd_ext, self.w_j), safe)
+            pk = _neighbour_rows(torch.matmul(tebd_ext, self.w_k), safe)
+            gg = self.embedding.forward_blocks(ss * self.w_s[0] + pj.unsqueeze(3) + pk.unsqueeze(2))
+        elif not self.strip:
             tj = _neighbour_rows(tebd_ext, safe)  # [nf, nloc, nnei, tebd]
             ss = torch.cat([ss, tj.unsqueeze(3).expand(-1, -1, -1, nnei, -1),
                             tj.unsqueeze(2).expand(-1, -1, nnei, -1, -1)], dim=-1)

@@ -116,6 +116,15 @@ class Layer(torch.nn.Module):
         part.num_out = int(index.numel())
         return part
 
+    def finish(self, xw: torch.Tensor) -> torch.Tensor:
+        """φ(xw + b) [· idt]: the layer past its product x·W (and before any residual)."""
+        if self.has_bias:
+            xw = xw + self.b
+        xw = self.activation(xw)
+        if self.has_idt:
+            xw = xw * self.idt
+        return xw
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.w.shape[0] == 1:
             # one input channel (DPA3's edge and angle embeddings of distances and cosines): x·W is an outer
@@ -123,11 +132,7 @@ class Layer(torch.nn.Module):
             y = x * self.w[0]
         else:
             y = torch.matmul(x, self.w)
-        if self.has_bias:
-            y = y + self.b
-        y = self.activation(y)
-        if self.has_idt:
-            y = y * self.idt
+        y = self.finish(y)
         if self.residual == 1:
             y = y + x
         elif self.residual == 2:
@@ -154,6 +159,23 @@ class Network(torch.nn.Module):
         for layer in self.layers:
             x = layer(x)
         return x
+
+    def first_weight_blocks(self, widths: List[int]) -> Optional[List[torch.Tensor]]:
+        """The first layer's weight cut into row blocks of `widths` (input blocks), for forward_blocks;
+        None when its output mixes in its input (residual), which the blocks cannot give."""
+        first = self.layers[0]
+        if first.residual != 0 or sum(widths) != first.num_in:
+            return None
+        return [b.contiguous() for b in torch.split(first.w, widths, dim=0)]
+
+    def forward_blocks(self, xw: torch.Tensor) -> torch.Tensor:
+        """The network on an input x whose product with the first layer's weight the caller formed by
+        blocks (x·W = Σ_b x_b·W_b, first_weight_blocks): a block that depends on atom types only is a
+        product per atom gathered per neighbour instead of one per neighbour (pair), and no input
+        gradient is formed for it."""
+        for i, layer in enumerate(self.layers):
+            xw = layer.finish(xw) if i == 0 else layer(xw)
+        return xw
 
 
 class NetworkCollection(torch.nn.Module):

@@ -75,21 +75,21 @@ class Atten2Map(torch.nn.Module):
         nd, nh = self.hidden, self.nhead
         q = self.mapq(g2).view(nf, nloc, nnei, nh, nd).transpose(2, 3)
         k = self.mapk(g2).view(nf, nloc, nnei, nh, nd).transpose(2, 3)
-        w = torch.matmul(q, k.transpose(-1, -2)) / float(nd) ** 0.5
-        hh = torch.matmul(h2, h2.transpose(-1, -2))  # [nf, nloc, nnei, nnei]
-        if self.has_gate:
-            w = w * hh.unsqueeze(2)
-        swj = sw[:, :, None, :, None]
-        swk = sw[:, :, None, None, :]
-        if self.smooth:
-            w = (w + self.shift) * swj * swk - self.shift
-        key_valid = mask[:, :, None, None, :]
-        w = _masked_softmax(w, key_valid.expand(w.shape), self.smooth)
-        w = torch.where(key_valid, w, torch.zeros_like(w))
-        w = torch.where(mask[:, :, None, :, None], w, torch.zeros_like(w))
-        if self.smooth:
-            w = w * swj * swk
-        return w * (hh / 3.0 ** 0.5).unsqueeze(2)
+        w = torch.matmul(q, k.transpose(-1, -2))
+        hh = torch.matmul(h2, h2.transpose(-1, -2)).unsqueeze(2)  # [nf, nloc, 1, nnei, nnei]
+        inv = 1.0 / float(nd) ** 0.5
+        w = w * (hh * inv) if self.has_gate else w * inv
+        if not self.smooth:
+            key_valid = mask[:, :, None, None, :]
+            w = _masked_softmax(w, key_valid.expand(w.shape), False)
+            w = torch.where(key_valid & mask[:, :, None, :, None], w, torch.zeros_like(w))
+            return w * (hh / 3.0 ** 0.5)
+        # (w + shift)·sw_j·sw_k − shift as one multiply-add by pair-sized factors (every pass over the
+        # head-sized map counts); sw is 0 at padded slots, so the final product by it zeroes their rows
+        # and columns, which deepmd-kit's two masks do.
+        s2 = sw[:, :, None, :, None] * sw[:, :, None, None, :]
+        w = torch.softmax(torch.addcmul(self.shift * (s2 - 1.0), w, s2), dim=-1)
+        return w * (s2 * (hh / 3.0 ** 0.5))
 
 
 class Atten2MultiHeadApply(torch.nn.Module):

@@ -7,7 +7,8 @@
      archive's C++ runtime step timed by runtime_benchmark (its own water-density box), the two
      archives' runs alternating (ABBA), best run of each.
 Models: deepmd/train/water_dpa3.json and examples/models/dpa3_realistic.json (and, asked for,
-dpa3_production.json: deepmd-kit's examples/water/dpa3 input), freshly initialised (seed 1). System: deepmd-kit's water data_3 frame 0 replicated 2x2x2 (1,536 atoms). One thread, denormals flushed, and
+dpa3_production.json: deepmd-kit's examples/water/dpa3 input), freshly initialised (seed 1). System:
+deepmd-kit's water data_3 frame 0 replicated 2x2x2 (1,536 atoms). One thread, denormals flushed, and
 glibc's malloc keeping freed memory, as the runtime runs (deepmd/runtime/host_memory.h): otherwise every
 large activation is a fresh zero-filled mapping in every step, for both formulations.
 
