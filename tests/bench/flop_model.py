@@ -106,5 +106,7 @@ def flops_per_atom(model: torch.nn.Module, coord: torch.Tensor, nlist: torch.Ten
     d = model.descriptor
     if hasattr(d, "repinit"):
         return dpa2_flops_per_atom(model, coord, nlist, nloc, nall)
+    if not hasattr(d, "e_rcut"):
+        raise ValueError(f"the FLOP model covers DPA3 and DPA2 descriptors, not {type(d).__name__}")
     stats = neighbour_stats(coord, nlist, nloc, nall, d.e_rcut, d.e_sel, d.a_rcut, d.a_sel)
     return dpa3_flops_per_atom(model, stats)
