@@ -372,6 +372,8 @@ class DescrptDPA2(Descriptor):
         defaults["smooth"] = smooth
         self.layers = torch.nn.ModuleList([RepformerLayer(l, f"{rfw}.repformer_layers[{i}]", dtype, defaults)
                                            for i, l in enumerate(layer_nodes)])
+        if len(self.layers) > 0:  # the descriptor returns g1: the last layer's g2 and h2 feed nothing
+            self.layers[-1].g2_read = False
         for i, l in enumerate(self.layers):
             if l.ng1 != self.g1_dim:
                 raise UnsupportedModel(f"{rfw}.repformer_layers[{i}]: g1_dim {l.ng1} differs from {self.g1_dim}")

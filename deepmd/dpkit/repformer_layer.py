@@ -8,7 +8,9 @@ h2 [nf, nloc, nnei, 3], nlist [nf, nloc, nnei] with padded slots set to 0, mask 
 switch sw [nf, nloc, nnei] (0 at padded slots). Attention maps are kept head-major
 [nf, nloc, nh, nnei(j), nnei(k)] inside; deepmd-kit's transposes around them cancel."""
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
+
+from torch.jit import Final
 
 import numpy as np
 import torch
@@ -103,6 +105,29 @@ class Atten2MultiHeadApply(torch.nn.Module):
             raise UnsupportedModel(f"{where}: head_num {self.nhead} differs from attn2g_map's {nhead}")
         self.mapv = _layer(node, "mapv", where, dtype, ng2, ng2 * nhead)
         self.head_map = _layer(node, "head_map", where, dtype, ng2 * nhead, ng2)
+        for key in ("mapv", "head_map"):
+            if getattr(self, key).residual:
+                raise UnsupportedModel(f"{where}.{key}: resnet is set, which deepmd-kit's Atten2MultiHeadApply "
+                                       "never writes")
+        # The fused kernel's head-major layout (h·ng2 + c) of the values and of head_map's input: column
+        # h·ng2 + c of mapv_heads is mapv's c·nh + h, and head_map_heads reads its inputs in that order.
+        c, h = torch.arange(ng2).unsqueeze(0), torch.arange(nhead).unsqueeze(1)
+        order = (c * nhead + h).reshape(-1)
+        self.mapv_heads = self.mapv.columns(order)
+        self.head_map_heads = self.head_map.input_order(order)
+
+    def fused(self, q: torch.Tensor, k: torch.Tensor, g2: torch.Tensor, h2: torch.Tensor, mask: torch.Tensor,
+              sw: torch.Tensor, gate: bool, smooth: bool, shift: float) -> torch.Tensor:
+        """This apply of Atten2Map's attention, the map formed per centre over real neighbours inside
+        deepmd_kernels::repformer_attention (deepmd/kernels) from Atten2Map's head-major queries and keys
+        q, k [nf, nloc, nnei, nh·nd]."""
+        nf, nloc, nnei = g2.shape[0], g2.shape[1], g2.shape[2]
+        nb = nf * nloc
+        v = self.mapv_heads(g2)
+        out = torch.ops.deepmd_kernels.repformer_attention(
+            q.reshape(nb, nnei, -1), k.reshape(nb, nnei, -1), v.reshape(nb, nnei, -1), h2.reshape(nb, nnei, 3),
+            sw.reshape(nb, nnei), mask.reshape(nb, nnei), self.nhead, gate, smooth, shift)
+        return self.head_map_heads(out.reshape(nf, nloc, nnei, -1))
 
     def forward(self, aa: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
         nf, nloc, nnei, ng2 = g2.shape[0], g2.shape[1], g2.shape[2], g2.shape[3]
@@ -186,6 +211,17 @@ def _residuals(v: Dict[str, Any], node: Dict[str, Any], key: str, where: str, di
 class RepformerLayer(torch.nn.Module):
     """One repformer layer (P6-P9): returns (g1', g2', h2'); g2 and h2 only change when update_chnnl_2."""
 
+    # The g2 attention through deepmd_kernels::repformer_attention, the g1 convolution and drrd moments
+    # through deepmd_kernels::neighbor_sums (build.set_layer_formulation sets them; Final: one branch is
+    # compiled, so a reference graph does not mention the ops).
+    fused_attention: Final[bool]
+    fused_sums: Final[bool]
+    # The gathered neighbour rows g1_ext[nlist] [nf, nloc, nnei, ng1]: needed unless fused_sums computes
+    # everything that reads them (g1g1 and the local attention read them too).
+    gather_gg1: Final[bool]
+    # False for the last layer (DescrptDPA2 sets it): nothing reads its g2 and h2, so they are not updated.
+    g2_read: Final[bool]
+
     def __init__(self, node: Dict[str, Any], where: str, dtype: torch.dtype, defaults: Dict[str, Any]):
         super().__init__()
         check_version(node, where, 1, 2)
@@ -216,6 +252,10 @@ class RepformerLayer(torch.nn.Module):
         self.g1_out_conv = bool(opt("g1_out_conv"))
         self.g1_out_mlp = bool(opt("g1_out_mlp"))
         self.epsilon = 1e-4
+        self.where = where
+        self.fused_attention = False
+        self.fused_sums = False
+        self.g2_read = True
         style = opt("update_style")
         if style not in UPDATE_STYLES:
             raise UnsupportedModel(f"{where}: update_style {style!r} is not one deepmd-kit defines "
@@ -223,6 +263,7 @@ class RepformerLayer(torch.nn.Module):
         self.style = UPDATE_STYLES[style]
         self.act = Activation(opt("activation_function"), where + ".activation_function")
         self.cal_gg1 = self.has_drrd or self.has_conv or self.has_attn1 or self.has_g1g1
+        self.gather_gg1 = self.cal_gg1
         ng1, ng2, ax = self.ng1, self.ng2, self.axis
 
         in1 = (0 if self.g1_out_mlp else ng1) + (ng2 * ax if self.has_grrg else 0) + (
@@ -271,6 +312,23 @@ class RepformerLayer(torch.nn.Module):
                     raise UnsupportedModel(f"{where}: {have} {name} vectors for {most} update terms "
                                            "(deepmd-kit cannot evaluate this layer either)")
 
+    def set_fused(self, fused: bool) -> str:
+        """Selects (before scripting) the kernels for what this layer's options let them compute; returns
+        build.set_layer_formulation's entry: "fused", "fused; <what stays on the reference and why>", or
+        "reference[: why]"."""
+        attention = self.attn2_mh_apply is not None and self.attn2_ev_apply is None
+        sums = self.has_conv or self.has_drrd
+        self.fused_attention = fused and attention
+        self.fused_sums = fused and sums
+        self.gather_gg1 = self.cal_gg1 and not (self.fused_sums and not self.has_g1g1 and not self.has_attn1)
+        if not fused:
+            return "reference"
+        if not attention and not sums:
+            return "reference: nothing the kernels compute (no g2 attention, conv or drrd)"
+        if self.attn2_ev_apply is not None:
+            return "fused; the g2 attention on the reference: update_h2 reads the attention map itself"
+        return "fused"
+
     def _combine(self, updates: List[torch.Tensor], residual: torch.Tensor) -> torch.Tensor:
         u = updates[0]
         n = len(updates)
@@ -287,23 +345,66 @@ class RepformerLayer(torch.nn.Module):
             u = u + residual[i] * updates[i + 1]
         return u
 
+    def _hg_norm(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The normalisation of hᵀ g: 1/√nnei or 1/nnei when smooth, else per atom over its real neighbours
+        [nf, nloc, 1, 1]."""
+        nnei = mask.shape[2]
+        if self.smooth:
+            inv = 1.0 / float(nnei) ** 0.5 if self.use_sqrt_nnei else 1.0 / float(nnei)
+            return torch.full([1, 1, 1, 1], inv, dtype=dtype, device=mask.device)
+        n = mask.to(dtype).sum(-1)
+        return (1.0 / (self.epsilon + (torch.sqrt(n) if self.use_sqrt_nnei else n)))[:, :, None, None]
+
     def _hg(self, g: torch.Tensor, h: torch.Tensor, mask: torch.Tensor, sw: torch.Tensor) -> torch.Tensor:
         """hᵀ g / norm [nf, nloc, 3, ng] with g masked (and switched when smooth)."""
-        nnei = g.shape[2]
         g = torch.where(mask.unsqueeze(-1), g, torch.zeros_like(g))
         if self.smooth:
             g = g * sw.unsqueeze(-1)
-            inv = 1.0 / float(nnei) ** 0.5 if self.use_sqrt_nnei else 1.0 / float(nnei)
-            return torch.matmul(h.transpose(-1, -2), g) * inv
-        n = mask.to(g.dtype).sum(-1)
-        inv_t = 1.0 / (self.epsilon + (torch.sqrt(n) if self.use_sqrt_nnei else n))
-        return torch.matmul(h.transpose(-1, -2), g) * inv_t[:, :, None, None]
+        return torch.matmul(h.transpose(-1, -2), g) * self._hg_norm(mask, g.dtype)
 
-    def _grrg(self, g: torch.Tensor, h: torch.Tensor, mask: torch.Tensor, sw: torch.Tensor) -> torch.Tensor:
-        hg = self._hg(g, h, mask, sw)
+    def _grrg_of(self, hg: torch.Tensor) -> torch.Tensor:
         nf, nloc, ng = hg.shape[0], hg.shape[1], hg.shape[3]
         out = torch.matmul(hg[..., : self.axis].transpose(-1, -2), hg) / 3.0
         return out.reshape(nf, nloc, self.axis * ng)
+
+    def _grrg(self, g: torch.Tensor, h: torch.Tensor, mask: torch.Tensor, sw: torch.Tensor) -> torch.Tensor:
+        return self._grrg_of(self._hg(g, h, mask, sw))
+
+    def _conv_norm(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The convolution's normalisation [nf, nloc, 1]: 1/nnei when smooth, else per atom."""
+        if self.smooth:
+            return torch.full([1, 1, 1], 1.0 / float(mask.shape[2]), dtype=dtype, device=mask.device)
+        return (1.0 / (self.epsilon + mask.to(dtype).sum(-1))).unsqueeze(-1)
+
+    def _fused_sums(self, g1_ext: torch.Tensor, g2: torch.Tensor, h2: torch.Tensor, nlist: torch.Tensor,
+                    mask: torch.Tensor, sw: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(conv [nf, nloc, ng1 or ng2] normalised, or empty; drrd's hᵀ g1 [nf, nloc, 3, ng1] normalised, or
+        empty) through deepmd_kernels::neighbor_sums: each neighbour's row of g1_ext (or of proj_g1g2 of it)
+        read in place, weighted by the switch (smooth) or 1 at real slots."""
+        nf, nloc, nnei = nlist.shape[0], nlist.shape[1], nlist.shape[2]
+        nall, ng1, nb = g1_ext.shape[1], g1_ext.shape[2], nf * nloc
+        frame = (torch.arange(nf, dtype=nlist.dtype, device=nlist.device) * nall).view(nf, 1, 1)
+        nbr = torch.where(mask, nlist + frame, torch.full_like(nlist, -1)).reshape(nb, nnei)
+        weight = (sw if self.smooth else mask.to(g2.dtype)).reshape(nb, nnei)
+        h = h2.reshape(nb, nnei, 3)
+        rows = g1_ext.reshape(nf * nall, ng1)
+        none = torch.zeros(0, dtype=g2.dtype, device=g2.device)
+        conv, hg = none, none
+        proj_g1g2 = self.proj_g1g2
+        if proj_g1g2 is not None:
+            if self.g1_out_conv:  # Σ_j w_j proj(g2_j) ⊙ g1_nbr: its moments are drrd's (the same rows)
+                c, hg = torch.ops.deepmd_kernels.neighbor_sums(proj_g1g2(g2).reshape(nb, nnei, ng1), rows, nbr,
+                                                               weight, h)
+            else:  # Σ_j w_j g2_j ⊙ proj(g1)_nbr: proj of a gathered row is the gathered row of proj
+                p = proj_g1g2(g1_ext)
+                c, _ = torch.ops.deepmd_kernels.neighbor_sums(g2.reshape(nb, nnei, -1), p.reshape(nf * nall, -1),
+                                                              nbr, weight, h)
+            conv = c.reshape(nf, nloc, -1) * self._conv_norm(mask, c.dtype)
+        if self.has_drrd:
+            if hg.numel() == 0:
+                _, hg = torch.ops.deepmd_kernels.neighbor_sums(none, rows, nbr, weight, h)
+            hg = hg.reshape(nf, nloc, 3, ng1) * self._hg_norm(mask, hg.dtype)
+        return conv, hg
 
     def forward(self, g1: torch.Tensor, g1_ext: torch.Tensor, g2: torch.Tensor, h2: torch.Tensor,
                 nlist: torch.Tensor, mask: torch.Tensor, sw: torch.Tensor):
@@ -316,7 +417,7 @@ class RepformerLayer(torch.nn.Module):
         if g1_self_mlp is not None:
             g1_update.append(self.act(g1_self_mlp(g1)))
         gg1 = torch.zeros(0, dtype=g1.dtype, device=g1.device)
-        if self.cal_gg1:
+        if self.gather_gg1:
             ng1 = g1_ext.shape[2]
             gg1 = torch.gather(g1_ext, 1, nlist.reshape(nf, nloc * nnei, 1).expand(-1, -1, ng1)).reshape(
                 nf, nloc, nnei, ng1)
@@ -325,7 +426,7 @@ class RepformerLayer(torch.nn.Module):
 
         g2_new, h2_new = g2, h2
         linear2 = self.linear2
-        if linear2 is not None:
+        if linear2 is not None and self.g2_read:
             g2_update: List[torch.Tensor] = [g2, self.act(linear2(g2))]
             h2_update: List[torch.Tensor] = [h2]
             proj_g1g1g2 = self.proj_g1g1g2
@@ -336,10 +437,14 @@ class RepformerLayer(torch.nn.Module):
                     t = t * sw4
                 g2_update.append(proj_g1g1g2(t))
             attn2g_map = self.attn2g_map
-            if attn2g_map is not None:
+            attn2_mh_apply = self.attn2_mh_apply
+            attn2_lm = self.attn2_lm
+            if self.fused_attention and attn2g_map is not None and attn2_mh_apply is not None and attn2_lm is not None:
+                g2_update.append(attn2_lm(attn2_mh_apply.fused(
+                    attn2g_map.mapq(g2), attn2g_map.mapk(g2), g2, h2, mask, sw, attn2g_map.has_gate,
+                    attn2g_map.smooth, attn2g_map.shift)))
+            elif attn2g_map is not None:
                 aa = attn2g_map(g2, h2, mask, sw)
-                attn2_mh_apply = self.attn2_mh_apply
-                attn2_lm = self.attn2_lm
                 if attn2_mh_apply is not None and attn2_lm is not None:
                     g2_update.append(attn2_lm(attn2_mh_apply(aa, g2)))
                 attn2_ev_apply = self.attn2_ev_apply
@@ -349,7 +454,15 @@ class RepformerLayer(torch.nn.Module):
             h2_new = self._combine(h2_update, self.h2_residual)
 
         proj_g1g2 = self.proj_g1g2
-        if proj_g1g2 is not None:
+        drrd_hg = torch.zeros(0, dtype=g1.dtype, device=g1.device)
+        if self.fused_sums:
+            conv, drrd_hg = self._fused_sums(g1_ext, g2, h2, nlist, mask, sw)
+            if proj_g1g2 is not None:
+                if self.g1_out_conv:
+                    g1_update.append(conv)
+                else:
+                    g1_mlp.append(conv)
+        elif proj_g1g2 is not None:
             if self.g1_out_conv:
                 gg = gg1
             else:
@@ -369,7 +482,7 @@ class RepformerLayer(torch.nn.Module):
         if self.has_grrg:
             g1_mlp.append(self._grrg(g2, h2, mask, sw))
         if self.has_drrd:
-            g1_mlp.append(self._grrg(gg1, h2, mask, sw))
+            g1_mlp.append(self._grrg_of(drrd_hg) if self.fused_sums else self._grrg(gg1, h2, mask, sw))
         g1_update.append(self.act(self.linear1(torch.cat(g1_mlp, dim=-1))))
         loc_attn = self.loc_attn
         if loc_attn is not None:

@@ -9,7 +9,10 @@ formulation and against deepmd-kit.
    initialised, seed 1): fused against reference to 1e-5 relative, every output; the realistic one in
    float64 to 1e-12. These have 3 layers: the fixtures' 2 layers never read the kernel's angle_new
    (the last layer updates nodes only), these do.
-3. Forces = -dE/dx by central finite differences through the kernel (float64, 3 layers).
+3. deepmd-kit's production DPA2 (examples/models/dpa2_medium.json, float64, residual weights 1 so that the
+   g2 attention weighs): its attention kernel against the reference to 1e-12, smooth and gated, and neither;
+   float32 to 1e-5; layers whose options the kernel lacks stay on the reference.
+4. Forces = -dE/dx by central finite differences through the kernels (float64, DPA3 with 3 layers, DPA2).
 Each check requires at least one fused layer, so a model silently left on the reference fails.
 Usage: fused_test.py OPS_LIBRARY."""
 
@@ -133,17 +136,25 @@ for _stem in repflow_stems():
     setattr(FixtureModelsTest, f"test_{_name}_with_comm", lambda self, s=_stem: self.check(s, True))
 
 
-def config_model_dict(path: str, precision: str = "", repflow: dict = None) -> dict:
-    """The freshly initialised model of a training input (seed 1), optionally in another precision and with
-    other repflow options."""
+def config_model_dict(path: str, precision: str = "", repflow: dict = None, block: str = "repflow",
+                      descriptor: dict = None) -> dict:
+    """The freshly initialised model of a training input (seed 1), optionally in another precision, with
+    other options of its message-passing block (repflow: DPA3, repformer: DPA2) or descriptor."""
     from deepmd.dpkit.init import model_dict_from_input
     with open(os.path.join(REPO, path)) as f:
         section = json.load(f)["model"]
     if precision:
         section["descriptor"]["precision"] = precision
         section["fitting_net"]["precision"] = precision
-    section["descriptor"]["repflow"].update(repflow or {})
+    section["descriptor"][block].update(repflow or {})
+    section["descriptor"].update(descriptor or {})
     return model_dict_from_input(section, 1)
+
+
+# DPA2 medium with residual weights of 1 instead of its N(0, 0.01) ones: fresh models' g2 attention otherwise
+# moves forces by ~1e-7 of their size, below what a 1e-12 comparison of the whole model could see.
+STRONG_ATTENTION = {"update_residual": 1.0, "update_residual_init": "const"}
+DPA2_MEDIUM = "examples/models/dpa2_medium.json"
 
 
 def water(natoms: int, seed: int, ntypes: int):
@@ -160,12 +171,15 @@ def run(graph, s, atomic: bool = True):
 class ConfigModelsTest(unittest.TestCase):
     """The two float32 DPA3 configurations the benchmarks run, on a water-density box."""
 
-    def check(self, path: str, precision: str = "", tolerance: float = 1e-5, repflow: dict = None) -> None:
-        node = config_model_dict(path, precision, repflow)
+    def check(self, path: str, precision: str = "", tolerance: float = 1e-5, repflow: dict = None,
+              block: str = "repflow", descriptor: dict = None) -> None:
+        node = config_model_dict(path, precision, repflow, block, descriptor)
         fused_model, chosen = built(node, True)
         ref_model, _ = built(node, False)
         self.assertEqual(set(chosen.values()), {"fused"}, chosen)
-        self.assertEqual(fused_model.descriptor.dtype, torch.float64 if precision == "float64" else torch.float32)
+        default = torch.float64 if block == "repformer" else torch.float32  # the inputs' own precisions
+        self.assertEqual(fused_model.descriptor.dtype, {"float64": torch.float64, "float32": torch.float32}.get(
+            precision, default))
         pos, atype, box = water(60, 4, len(fused_model.type_map))
         s = extend(pos, atype, box, fused_model.rcut)
         a = run(torch.jit.script(RegularGraph(fused_model)), s)
@@ -197,6 +211,18 @@ class ConfigModelsTest(unittest.TestCase):
                    {"a_sel": 6, "update_style": "res_avg"})
 
 
+    def test_dpa2_medium(self):
+        """deepmd-kit's production DPA2 (float64): its g2 attention through the kernel, smooth and gated."""
+        self.check(DPA2_MEDIUM, "", 1e-12, STRONG_ATTENTION, "repformer")
+
+    def test_dpa2_medium_not_smooth_no_gate(self):
+        self.check(DPA2_MEDIUM, "", 1e-12, dict(STRONG_ATTENTION, attn2_has_gate=False), "repformer",
+                   {"smooth": False})
+
+    def test_dpa2_medium_float32(self):
+        self.check(DPA2_MEDIUM, "float32", 1e-5, STRONG_ATTENTION, "repformer")
+
+
 class FallbackTest(unittest.TestCase):
     """Options the kernel does not cover keep the reference formulation, saying why."""
 
@@ -215,15 +241,39 @@ class FallbackTest(unittest.TestCase):
     def test_reference_is_the_default(self):
         model = build.model_from_dict(config_model_dict("examples/models/dpa3.json"))
         self.assertFalse(any(layer.fused for layer in model.descriptor.layers))
+        model = build.model_from_dict(config_model_dict(DPA2_MEDIUM, block="repformer"))
+        self.assertFalse(any(layer.fused_attention or layer.fused_sums for layer in model.descriptor.layers))
+
+    def test_dpa2_options_without_the_kernel(self):
+        """update_h2 reads the attention map itself: the attention stays on the reference (the g1 sums do
+        not); a layer with neither attention nor conv nor drrd has nothing to fuse. Each entry says why."""
+        model, chosen = built(config_model_dict(DPA2_MEDIUM, block="repformer", repflow={"update_h2": True}), True)
+        self.assertTrue(all(v.startswith("fused; the g2 attention on the reference") and "update_h2" in v
+                            for v in list(chosen.values())[:-1]), chosen)
+        self.assertEqual([(layer.fused_attention, layer.fused_sums) for layer in model.descriptor.layers],
+                         [(False, True)] * len(chosen))
+        none = {"update_g2_has_attn": False, "update_g1_has_conv": False, "update_g1_has_drrd": False}
+        model, chosen = built(config_model_dict(DPA2_MEDIUM, block="repformer", repflow=none), True)
+        self.assertTrue(all(v.startswith("reference: nothing the kernels compute") for v in chosen.values()), chosen)
+        self.assertFalse(any(layer.fused_attention or layer.fused_sums for layer in model.descriptor.layers))
+
+    def test_dpa2_not_out_conv(self):
+        """g1_out_conv off: the convolution reads proj_g1g2 of the neighbours' g1 rows (float64, 1e-12)."""
+        ConfigModelsTest().check(DPA2_MEDIUM, "", 1e-12, dict(STRONG_ATTENTION, g1_out_conv=False), "repformer")
 
 
 class FiniteDifferenceTest(unittest.TestCase):
     """Forces of the fused graph are -dE/dx (central differences, float64)."""
 
     def test_forces(self):
-        node = config_model_dict("deepmd/train/water_dpa3.json", "float64")
+        self.check(config_model_dict("deepmd/train/water_dpa3.json", "float64"))
+
+    def test_forces_dpa2(self):
+        self.check(config_model_dict(DPA2_MEDIUM, repflow=STRONG_ATTENTION, block="repformer"))
+
+    def check(self, node: dict) -> None:
         model, chosen = built(node, True)
-        self.assertEqual(set(chosen.values()), {"fused"}, chosen)
+        self.assertIn("fused", chosen.values(), chosen)
         self.assertEqual(model.descriptor.dtype, torch.float64)
         graph = torch.jit.script(RegularGraph(model))
         pos, atype, box = water(30, 2, len(model.type_map))
