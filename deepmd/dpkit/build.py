@@ -93,15 +93,16 @@ def set_layer_formulation(model: torch.nn.Module, fused: bool) -> Dict[str, str]
     """Selects, before scripting, how every layer that has a fused kernel (deepmd/kernels) computes:
     the kernel (fused=True) or deepmd-kit's reference formulation (the default of built models, and what
     training uses: the kernels are differentiable once only). DPA2's repformer layers choose one by one
-    (the g2 attention and the g1 neighbour sums). Per DPA3 descriptor, all or nothing: the
+    (the g2 attention and the g1 neighbour sums), and so does the repinit's three-body block. Per DPA3 descriptor, all or nothing: the
     fused layers pass packed angles (real pairs only) from one to the next, so one layer with options
     the kernel lacks keeps the whole descriptor on the reference. Returns {layer: "fused" | "fused; <what
     stays on the reference, why>" | "reference" | "reference: <why>"}."""
+    from deepmd.dpkit.dpa2 import ThreeBody
     from deepmd.dpkit.dpa3 import DescrptDPA3
     from deepmd.dpkit.repformer_layer import RepformerLayer
     chosen: Dict[str, str] = {}
-    for layer in model.modules():  # DPA2: each repformer layer on its own (nothing fused passes between them)
-        if isinstance(layer, RepformerLayer):
+    for layer in model.modules():  # DPA2: the three-body block and each repformer layer on their own
+        if isinstance(layer, (RepformerLayer, ThreeBody)):
             chosen[layer.where] = layer.set_fused(fused)
     for descriptor in model.modules():
         if not isinstance(descriptor, DescrptDPA3):

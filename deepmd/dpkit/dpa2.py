@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+from torch.jit import Final
 
 from deepmd.dpkit import env
 from deepmd.dpkit.descriptor import Descriptor
@@ -85,6 +86,14 @@ def _first_blocks(block: torch.nn.Module, net: Network, strip: bool, widths: Lis
         block.register_buffer(name, rows[i] if rows is not None and i < len(rows) else
                               torch.zeros(0, dtype=net.layers[0].w.dtype))
     return rows is not None
+
+
+def _bias_or_zeros(layer: Layer) -> torch.Tensor:
+    return layer.b if layer.has_bias else torch.zeros(layer.num_out, dtype=layer.w.dtype)
+
+
+def _idt_or_ones(layer: Layer) -> torch.Tensor:
+    return layer.idt if layer.has_idt else torch.ones(layer.num_out, dtype=layer.w.dtype)
 
 
 def _neighbour_rows(x: torch.Tensor, nlist: torch.Tensor) -> torch.Tensor:
@@ -208,6 +217,12 @@ class Repinit(_Block):
 class ThreeBody(_Block):
     """se_t_tebd block (P3) -> [nf, nloc, ng]."""
 
+    # The embedding of real neighbour pairs through deepmd_kernels::three_body (set_fused, before
+    # scripting; Final: one branch is compiled).
+    fused: Final[bool]
+    fused_widths: List[int]
+    fused_residual: List[int]
+
     def __init__(self, args: Dict[str, Any], var: Dict[str, Any], where: str, ntypes: int, protection: float,
                  exclude: List[List[int]], dtype: torch.dtype, smooth: bool, table: torch.Tensor):
         mode = args["tebd_input_mode"]
@@ -229,12 +244,56 @@ class ThreeBody(_Block):
                 second = table.unsqueeze(0).expand(ntp, ntp, tebd)
                 tt = net(torch.cat([first, second], dim=-1).reshape(ntp * ntp, 2 * tebd))
         self.register_buffer("tt_full", tt)
+        self.where = where
+        self.fused = False
+        self.fused_widths, self.fused_residual = [], []
+        self.fused_act = Activation(None)
+        self.register_buffer("fused_params", torch.zeros(0, dtype=dtype))
+
+    def set_fused(self, fused: bool) -> str:
+        """Selects (before scripting) the kernel where this block's options allow it; returns
+        build.set_layer_formulation's entry."""
+        why = self.fused_unsupported() if fused else ""
+        self.fused = fused and not why
+        if self.fused:
+            net = self.embedding
+            first = net.layers[0]
+            parts = [self.w_s[0], _bias_or_zeros(first), _idt_or_ones(first)]
+            for layer in net.layers[1:]:
+                parts += [layer.w.reshape(-1), _bias_or_zeros(layer), _idt_or_ones(layer)]
+            self.fused_params = torch.cat([p.reshape(-1) for p in parts]).contiguous()
+            self.fused_widths = [int(layer.num_out) for layer in net.layers]
+            self.fused_residual = [int(layer.residual) for layer in net.layers[1:]]
+            self.fused_act = first.activation
+        if not fused:
+            return "reference"
+        return "reference: " + why if why else "fused"
+
+    def fused_unsupported(self) -> str:
+        if not self.blocks:
+            return "the type embedding as strip (tebd_input_mode), which the kernel does not implement"
+        kinds = sorted({(layer.activation.kind, layer.activation.threshold) for layer in self.embedding.layers})
+        if len(kinds) != 1 or kinds[0][0] not in (0, 1, 7, 8):
+            return f"embedding activations {kinds} (the kernel has one of none, tanh, silu, silut for all layers)"
+        if float(self.davg[..., 1:].abs().max()) != 0.0:
+            return ("the stored env-matrix averages of the direction components are non-zero, so pairs with a padded "
+                    "neighbour contribute")
+        return ""
 
     def forward(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor,
                 tebd_ext: torch.Tensor) -> torch.Tensor:
         nf, nloc, nnei = nlist.shape[0], nlist.shape[1], nlist.shape[2]
         rr, sw, mask, safe = self.prepare(coord, atype, nlist)
         r3 = rr[..., 1:]
+        if self.fused:  # Σ_jk s_jk G_jk over real pairs (padded and excluded slots have r3 = 0)
+            nb, h0 = nf * nloc, self.w_j.shape[1]
+            pj = _neighbour_rows(torch.matmul(tebd_ext, self.w_j), safe).reshape(nb, nnei, h0)
+            pk = _neighbour_rows(torch.matmul(tebd_ext, self.w_k), safe).reshape(nb, nnei, h0)
+            act = self.fused_act
+            res = torch.ops.deepmd_kernels.three_body(r3.reshape(nb, nnei, 3), mask.reshape(nb, nnei), pj, pk,
+                                                      self.fused_params, self.fused_widths, self.fused_residual,
+                                                      act.kind, act.threshold, act.slope, act.const)
+            return res.reshape(nf, nloc, -1) * (1.0 / float(self.nnei) / float(self.nnei))
         env_jk = torch.matmul(r3, r3.transpose(-1, -2))  # [nf, nloc, nnei, nnei]
         ss = env_jk.unsqueeze(-1)
         if self.blocks:

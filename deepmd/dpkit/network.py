@@ -116,15 +116,6 @@ class Layer(torch.nn.Module):
         part.num_out = int(index.numel())
         return part
 
-    def input_order(self, index: torch.Tensor) -> "Layer":
-        """This layer reading its inputs permuted: input i of the new layer is input index[i] of this one
-        (the same outputs for the permuted input); not for a residual layer, which adds its input."""
-        if self.residual != 0:
-            raise ValueError("a residual layer's inputs cannot be permuted on their own")
-        part = copy.deepcopy(self)
-        part.w = self.w[index, :].contiguous()
-        return part
-
     def finish(self, xw: torch.Tensor) -> torch.Tensor:
         """φ(xw + b) [· idt]: the layer past its product x·W (and before any residual)."""
         if self.has_bias:

@@ -41,6 +41,16 @@ def _layer(node: Dict[str, Any], key: str, where: str, dtype: torch.dtype, num_i
     return layer
 
 
+def _bias(layer: Layer) -> torch.Tensor:
+    """The layer's bias, zeros where it has none (the fused kernels add one either way)."""
+    return layer.b.clone() if layer.has_bias else torch.zeros(layer.num_out, dtype=layer.w.dtype)
+
+
+def _plain(layer: Layer) -> bool:
+    """x W + b alone: no activation, timestep or residual (what the fused attention computes)."""
+    return layer.activation.kind == 0 and not layer.has_idt and layer.residual == 0
+
+
 def _masked_softmax(x: torch.Tensor, key_valid: torch.Tensor, smooth: bool) -> torch.Tensor:
     """softmax over the last axis as deepmd-kit's np_softmax; without smooth, invalid keys get −inf first
     (rows without any valid key give 0 after the caller's masking; here they are kept finite)."""
@@ -71,6 +81,8 @@ class Atten2Map(torch.nn.Module):
         d, h = torch.arange(self.hidden).unsqueeze(0), torch.arange(self.nhead).unsqueeze(1)
         self.mapq = mapqk.columns((d * 2 * self.nhead + h).reshape(-1))
         self.mapk = mapqk.columns((d * 2 * self.nhead + self.nhead + h).reshape(-1))
+        self.register_buffer("bq", _bias(self.mapq))
+        self.register_buffer("bk", _bias(self.mapk))
 
     def forward(self, g2: torch.Tensor, h2: torch.Tensor, mask: torch.Tensor, sw: torch.Tensor) -> torch.Tensor:
         nf, nloc, nnei = g2.shape[0], g2.shape[1], g2.shape[2]
@@ -110,24 +122,26 @@ class Atten2MultiHeadApply(torch.nn.Module):
                 raise UnsupportedModel(f"{where}.{key}: resnet is set, which deepmd-kit's Atten2MultiHeadApply "
                                        "never writes")
         # The fused kernel's head-major layout (h·ng2 + c) of the values and of head_map's input: column
-        # h·ng2 + c of mapv_heads is mapv's c·nh + h, and head_map_heads reads its inputs in that order.
+        # h·ng2 + c of wv is mapv's c·nh + h, and row h·ng2 + c of wo is head_map's row c·nh + h.
         c, h = torch.arange(ng2).unsqueeze(0), torch.arange(nhead).unsqueeze(1)
         order = (c * nhead + h).reshape(-1)
-        self.mapv_heads = self.mapv.columns(order)
-        self.head_map_heads = self.head_map.input_order(order)
+        self.register_buffer("wv", self.mapv.w[:, order].contiguous())
+        self.register_buffer("bv", _bias(self.mapv)[order].contiguous())
+        self.register_buffer("wo", self.head_map.w[order, :].contiguous())
+        self.register_buffer("bo", _bias(self.head_map))
 
-    def fused(self, q: torch.Tensor, k: torch.Tensor, g2: torch.Tensor, h2: torch.Tensor, mask: torch.Tensor,
-              sw: torch.Tensor, gate: bool, smooth: bool, shift: float) -> torch.Tensor:
-        """This apply of Atten2Map's attention, the map formed per centre over real neighbours inside
-        deepmd_kernels::repformer_attention (deepmd/kernels) from Atten2Map's head-major queries and keys
-        q, k [nf, nloc, nnei, nh·nd]."""
-        nf, nloc, nnei = g2.shape[0], g2.shape[1], g2.shape[2]
+    def fused(self, wq: torch.Tensor, bq: torch.Tensor, wk: torch.Tensor, bk: torch.Tensor, g2: torch.Tensor,
+              h2: torch.Tensor, mask: torch.Tensor, sw: torch.Tensor, gate: bool, smooth: bool,
+              shift: float) -> torch.Tensor:
+        """head_map(concat_h Σ_k A^h_jk V^h_k) with Atten2Map's attention (its query and key linears wq, bq,
+        wk, bk, head-major) formed per centre over real neighbours inside deepmd_kernels::repformer_attention
+        (deepmd/kernels): no queries, keys, values or maps of the padded slots exist."""
+        nf, nloc, nnei, ng2 = g2.shape[0], g2.shape[1], g2.shape[2], g2.shape[3]
         nb = nf * nloc
-        v = self.mapv_heads(g2)
         out = torch.ops.deepmd_kernels.repformer_attention(
-            q.reshape(nb, nnei, -1), k.reshape(nb, nnei, -1), v.reshape(nb, nnei, -1), h2.reshape(nb, nnei, 3),
-            sw.reshape(nb, nnei), mask.reshape(nb, nnei), self.nhead, gate, smooth, shift)
-        return self.head_map_heads(out.reshape(nf, nloc, nnei, -1))
+            g2.reshape(nb, nnei, ng2), h2.reshape(nb, nnei, 3), sw.reshape(nb, nnei), mask.reshape(nb, nnei), wq, bq,
+            wk, bk, self.wv, self.bv, self.wo, self.bo, self.nhead, gate, smooth, shift)
+        return out.reshape(nf, nloc, nnei, ng2)
 
     def forward(self, aa: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
         nf, nloc, nnei, ng2 = g2.shape[0], g2.shape[1], g2.shape[2], g2.shape[3]
@@ -316,9 +330,11 @@ class RepformerLayer(torch.nn.Module):
         """Selects (before scripting) the kernels for what this layer's options let them compute; returns
         build.set_layer_formulation's entry: "fused", "fused; <what stays on the reference and why>", or
         "reference[: why]"."""
-        attention = self.attn2_mh_apply is not None and self.attn2_ev_apply is None
+        amap, apply = self.attn2g_map, self.attn2_mh_apply
+        attention = amap is not None and apply is not None and self.attn2_ev_apply is None
+        plain = attention and all(_plain(x) for x in (amap.mapq, amap.mapk, apply.mapv, apply.head_map))
         sums = self.has_conv or self.has_drrd
-        self.fused_attention = fused and attention
+        self.fused_attention = fused and attention and plain
         self.fused_sums = fused and sums
         self.gather_gg1 = self.cal_gg1 and not (self.fused_sums and not self.has_g1g1 and not self.has_attn1)
         if not fused:
@@ -327,6 +343,8 @@ class RepformerLayer(torch.nn.Module):
             return "reference: nothing the kernels compute (no g2 attention, conv or drrd)"
         if self.attn2_ev_apply is not None:
             return "fused; the g2 attention on the reference: update_h2 reads the attention map itself"
+        if attention and not plain:
+            return "fused; the g2 attention on the reference: its linears have an activation or timestep"
         return "fused"
 
     def _combine(self, updates: List[torch.Tensor], residual: torch.Tensor) -> torch.Tensor:
@@ -441,8 +459,8 @@ class RepformerLayer(torch.nn.Module):
             attn2_lm = self.attn2_lm
             if self.fused_attention and attn2g_map is not None and attn2_mh_apply is not None and attn2_lm is not None:
                 g2_update.append(attn2_lm(attn2_mh_apply.fused(
-                    attn2g_map.mapq(g2), attn2g_map.mapk(g2), g2, h2, mask, sw, attn2g_map.has_gate,
-                    attn2g_map.smooth, attn2g_map.shift)))
+                    attn2g_map.mapq.w, attn2g_map.bq, attn2g_map.mapk.w, attn2g_map.bk, g2, h2, mask, sw,
+                    attn2g_map.has_gate, attn2g_map.smooth, attn2g_map.shift)))
             elif attn2g_map is not None:
                 aa = attn2g_map(g2, h2, mask, sw)
                 if attn2_mh_apply is not None and attn2_lm is not None:

@@ -13,8 +13,8 @@ namespace deepmd::kernels {
 namespace {
 
 template <typename T>
-__attribute__((always_inline)) inline void ForwardRange(const SumsInputs<T>& in, const SumsOutputs<T>& out,
-                                                        int64_t b0, int64_t b1) {
+__attribute__((always_inline)) inline void ForwardRange(const SumsInputs<T>& in, const SumsOutputs<T>& out, int64_t b0,
+                                                        int64_t b1) {
   const int64_t N = in.nnei, f = in.f;
   const bool has_a = in.has_a;
   for (int64_t b = b0; b < b1; ++b) {
@@ -44,8 +44,8 @@ __attribute__((always_inline)) inline void ForwardRange(const SumsInputs<T>& in,
 }
 
 template <int W, typename T>
-__attribute__((always_inline)) inline void BackwardRange(const SumsInputs<T>& in, const SumsGradients<T>& g,
-                                                         int64_t b0, int64_t b1) {
+__attribute__((always_inline)) inline void BackwardRange(const SumsInputs<T>& in, const SumsGradients<T>& g, int64_t b0,
+                                                         int64_t b1) {
   const int64_t N = in.nnei, f = in.f;
   const bool has_a = in.has_a;
   thread_local std::vector<T> scratch;

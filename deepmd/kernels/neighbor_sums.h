@@ -15,12 +15,12 @@ namespace deepmd::kernels {
 template <typename T>
 struct SumsInputs {
   int64_t nb = 0, nnei = 0, f = 0, rows = 0;  // centres, slots, channels, rows of x
-  bool has_a = true;                         // false: no conv (a and conv are empty)
-  const T* a = nullptr;                      // [nb, nnei, f]
-  const T* x = nullptr;                      // [rows, f]
-  const int64_t* nbr = nullptr;              // [nb, nnei]: a row of x, or -1
-  const T* w = nullptr;                      // [nb, nnei]
-  const T* h2 = nullptr;                     // [nb, nnei, 3]
+  bool has_a = true;                          // false: no conv (a and conv are empty)
+  const T* a = nullptr;                       // [nb, nnei, f]
+  const T* x = nullptr;                       // [rows, f]
+  const int64_t* nbr = nullptr;               // [nb, nnei]: a row of x, or -1
+  const T* w = nullptr;                       // [nb, nnei]
+  const T* h2 = nullptr;                      // [nb, nnei, 3]
 };
 
 template <typename T>

@@ -1,6 +1,7 @@
-// Per-centre loops of the fused g2 attention (repformer_attention.h). A centre's real slots are gathered
-// into compact scratch rows, head by head (queries [n, nd], keys transposed [nd, n], values [n, nv]); the
-// map's products are rows.h's register-blocked ones, its element-wise steps one pass per row.
+// Per-centre loops of the fused g2 attention (repformer_attention.h). A centre's real slots' g2 rows are
+// gathered into compact scratch rows; head by head their queries [n, nd], keys (and keys transposed
+// [nd, n]) and values [n, nv] are projected there. The products are rows.h's register-blocked ones, the
+// map's element-wise steps one pass per row.
 #include "deepmd/kernels/repformer_attention.h"
 
 #include <algorithm>
@@ -24,7 +25,8 @@ struct Scratch {
   // per head: the map (w = q kᵀ, p = softmax, a = p c) and the gradients of the backward
   std::vector<T> w, p, a, at, da, dw, dwt, ds, dhh;
   std::vector<T> qh, kh, kt, vh, vt, o, go, dq, dk, dv;  // [n, nd] / [nd, n] / [n, nv] / [nv, n]
-  void Reserve(int64_t nnei, int64_t nd, int64_t nv) {
+  std::vector<T> g2, out, gout, dg2;                     // [n, ng2]
+  void Reserve(int64_t nnei, int64_t ng2, int64_t nd, int64_t nv) {
     const size_t n = static_cast<size_t>(nnei);
     idx.resize(n);
     sw.resize(n);
@@ -32,6 +34,7 @@ struct Scratch {
     for (std::vector<T>* x : {&s, &g, &c, &hh3, &w, &p, &a, &at, &da, &dw, &dwt, &ds, &dhh}) x->resize(n * n);
     for (std::vector<T>* x : {&qh, &kh, &kt, &dq, &dk}) x->resize(n * nd);
     for (std::vector<T>* x : {&vh, &vt, &o, &go, &dv}) x->resize(n * nv);
+    for (std::vector<T>* x : {&g2, &out, &gout, &dg2}) x->resize(n * ng2);
   }
 };
 
@@ -48,6 +51,14 @@ __attribute__((always_inline)) inline void MulAdd(const T* x, const T* m, T* y, 
   AddBack<W>(x, m, y, rows, inner, cols);
 }
 
+// y[rows, cols] = bias + x[rows, inner] m[inner, cols].
+template <int W, typename T>
+__attribute__((always_inline)) inline void Project(const T* x, const T* m, const T* bias, T* y, int64_t rows,
+                                                   int64_t inner, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) CopyRow(bias, cols, y + r * cols);
+  MulAdd<W>(x, m, y, rows, inner, cols);
+}
+
 template <typename T>
 __attribute__((always_inline)) inline void Transpose(const T* __restrict x, int64_t rows, int64_t cols,
                                                      T* __restrict y) {
@@ -56,10 +67,10 @@ __attribute__((always_inline)) inline void Transpose(const T* __restrict x, int6
   }
 }
 
-// Compacts centre b's real slots (indices, switches, h2 rows) and forms the pair factors. Returns n.
+// Compacts centre b's real slots (indices, switches, h2 and g2 rows) and forms the pair factors. Returns n.
 template <typename T>
 __attribute__((always_inline)) inline int64_t Gather(const AttentionInputs<T>& in, int64_t b, Scratch<T>& s) {
-  const int64_t N = in.nnei;
+  const int64_t N = in.nnei, ng2 = in.ng2;
   const bool* real = in.real + b * N;
   int64_t n = 0;
   for (int64_t j = 0; j < N; ++j) {
@@ -67,6 +78,7 @@ __attribute__((always_inline)) inline int64_t Gather(const AttentionInputs<T>& i
     s.idx[n] = j;
     s.sw[n] = in.sw[b * N + j];
     for (int x = 0; x < 3; ++x) s.h2[n * 3 + x] = in.h2[(b * N + j) * 3 + x];
+    CopyRow(in.g2 + (b * N + j) * ng2, ng2, s.g2.data() + n * ng2);
     ++n;
   }
   const T inv_nd = T(1) / std::sqrt(static_cast<T>(in.nd)), inv3 = T(1) / std::sqrt(T(3));
@@ -84,16 +96,13 @@ __attribute__((always_inline)) inline int64_t Gather(const AttentionInputs<T>& i
 }
 
 // Head h's queries, keys (and their transpose) and values of the real slots, compact.
-template <typename T>
-__attribute__((always_inline)) inline void GatherHead(const AttentionInputs<T>& in, int64_t b, int64_t h, int64_t n,
-                                                      Scratch<T>& s) {
-  const int64_t N = in.nnei, nh = in.nh, nd = in.nd, nv = in.nv;
-  for (int64_t j = 0; j < n; ++j) {
-    const int64_t row = b * N + s.idx[j];
-    CopyRow(in.q + (row * nh + h) * nd, nd, s.qh.data() + j * nd);
-    CopyRow(in.k + (row * nh + h) * nd, nd, s.kh.data() + j * nd);
-    CopyRow(in.v + (row * nh + h) * nv, nv, s.vh.data() + j * nv);
-  }
+template <int W, typename T>
+__attribute__((always_inline)) inline void ProjectHead(const AttentionInputs<T>& in, int64_t h, int64_t n,
+                                                       Scratch<T>& s) {
+  const int64_t ng2 = in.ng2, nd = in.nd, nv = in.nv;
+  Project<W>(s.g2.data(), in.wq + h * ng2 * nd, in.bq + h * nd, s.qh.data(), n, ng2, nd);
+  Project<W>(s.g2.data(), in.wk + h * ng2 * nd, in.bk + h * nd, s.kh.data(), n, ng2, nd);
+  Project<W>(s.g2.data(), in.wv + h * ng2 * nv, in.bv + h * nv, s.vh.data(), n, ng2, nv);
   Transpose(s.kh.data(), n, nd, s.kt.data());
 }
 
@@ -119,11 +128,8 @@ __attribute__((always_inline)) inline void Map(const AttentionInputs<T>& in, int
       m = std::max(m, x);
     }
     T sum = pad > 0 ? static_cast<T>(pad) * Exp(-shift - m) : T(0);
-    for (int64_t k = 0; k < n; ++k) {
-      const T e = Exp(p[k] - m);
-      p[k] = e;
-      sum += e;
-    }
+    for (int64_t k = 0; k < n; ++k) p[k] = Exp(p[k] - m);  // apart from the sum: this loop vectorises
+    for (int64_t k = 0; k < n; ++k) sum += p[k];
     const T inv = T(1) / sum;
     for (int64_t k = 0; k < n; ++k) {
       p[k] *= inv;
@@ -133,50 +139,51 @@ __attribute__((always_inline)) inline void Map(const AttentionInputs<T>& in, int
 }
 
 template <int W, typename T>
-__attribute__((always_inline)) inline void ForwardRange(const AttentionInputs<T>& in, T* out, int64_t b0,
-                                                        int64_t b1) {
-  const int64_t N = in.nnei, nh = in.nh, nv = in.nv;
+__attribute__((always_inline)) inline void ForwardRange(const AttentionInputs<T>& in, T* out, int64_t b0, int64_t b1) {
+  const int64_t N = in.nnei, ng2 = in.ng2, nh = in.nh, nv = in.nv;
   Scratch<T>& s = ThreadScratch<T>();
-  s.Reserve(N, in.nd, nv);
+  s.Reserve(N, ng2, in.nd, nv);
   for (int64_t b = b0; b < b1; ++b) {
-    std::fill(out + b * N * nh * nv, out + (b + 1) * N * nh * nv, T(0));
     const int64_t n = Gather(in, b, s);
     const int64_t pad = in.smooth ? N - n : 0;
+    for (int64_t j = 0; j < n; ++j) CopyRow(in.bo, ng2, s.out.data() + j * ng2);
     for (int64_t h = 0; h < nh; ++h) {
-      GatherHead(in, b, h, n, s);
+      ProjectHead<W>(in, h, n, s);
       Map<W>(in, n, pad, s);
       std::fill(s.o.begin(), s.o.begin() + n * nv, T(0));
       MulAdd<W>(s.a.data(), s.vh.data(), s.o.data(), n, n, nv);
-      for (int64_t j = 0; j < n; ++j) CopyRow(s.o.data() + j * nv, nv, out + ((b * N + s.idx[j]) * nh + h) * nv);
+      MulAdd<W>(s.o.data(), in.wo + h * nv * ng2, s.out.data(), n, nv, ng2);
     }
+    for (int64_t j = 0; j < N; ++j) CopyRow(in.bo, ng2, out + (b * N + j) * ng2);  // padded rows: bo
+    for (int64_t j = 0; j < n; ++j) CopyRow(s.out.data() + j * ng2, ng2, out + (b * N + s.idx[j]) * ng2);
   }
 }
 
 template <int W, typename T>
 __attribute__((always_inline)) inline void BackwardRange(const AttentionInputs<T>& in, const AttentionGradients<T>& g,
                                                          int64_t b0, int64_t b1) {
-  const int64_t N = in.nnei, nh = in.nh, nd = in.nd, nv = in.nv;
+  const int64_t N = in.nnei, ng2 = in.ng2, nh = in.nh, nd = in.nd, nv = in.nv;
   const T shift = in.shift;
   const bool smooth = in.smooth, gate = in.gate;
   const T inv_nd = T(1) / std::sqrt(static_cast<T>(nd)), inv3 = T(1) / std::sqrt(T(3));
   Scratch<T>& s = ThreadScratch<T>();
-  s.Reserve(N, nd, nv);
+  s.Reserve(N, ng2, nd, nv);
   for (int64_t b = b0; b < b1; ++b) {
-    std::fill(g.q + b * N * nh * nd, g.q + (b + 1) * N * nh * nd, T(0));
-    std::fill(g.k + b * N * nh * nd, g.k + (b + 1) * N * nh * nd, T(0));
-    std::fill(g.v + b * N * nh * nv, g.v + (b + 1) * N * nh * nv, T(0));
+    std::fill(g.g2 + b * N * ng2, g.g2 + (b + 1) * N * ng2, T(0));
     std::fill(g.h2 + b * N * 3, g.h2 + (b + 1) * N * 3, T(0));
     std::fill(g.sw + b * N, g.sw + (b + 1) * N, T(0));
     const int64_t n = Gather(in, b, s);
     const int64_t pad = in.smooth ? N - n : 0;
+    for (int64_t j = 0; j < n; ++j) CopyRow(g.g_out + (b * N + s.idx[j]) * ng2, ng2, s.gout.data() + j * ng2);
+    std::fill(s.dg2.begin(), s.dg2.begin() + n * ng2, T(0));
     std::fill(s.ds.begin(), s.ds.begin() + n * n, T(0));
     std::fill(s.dhh.begin(), s.dhh.begin() + n * n, T(0));
     for (int64_t h = 0; h < nh; ++h) {
-      GatherHead(in, b, h, n, s);
+      ProjectHead<W>(in, h, n, s);
       Map<W>(in, n, pad, s);
-      for (int64_t j = 0; j < n; ++j) {
-        CopyRow(g.g_out + ((b * N + s.idx[j]) * nh + h) * nv, nv, s.go.data() + j * nv);
-      }
+      // out += o Wo_h: the head's share of d/do
+      std::fill(s.go.begin(), s.go.begin() + n * nv, T(0));
+      MulAdd<W>(s.gout.data(), in.wot + h * ng2 * nv, s.go.data(), n, ng2, nv);
       // out = a v: da = go vᵀ, dv = aᵀ go
       Transpose(s.vh.data(), n, nv, s.vt.data());
       std::fill(s.da.begin(), s.da.begin() + n * n, T(0));
@@ -214,13 +221,12 @@ __attribute__((always_inline)) inline void BackwardRange(const AttentionInputs<T
       Transpose(s.dw.data(), n, n, s.dwt.data());
       std::fill(s.dk.begin(), s.dk.begin() + n * nd, T(0));
       MulAdd<W>(s.dwt.data(), s.qh.data(), s.dk.data(), n, n, nd);
-      for (int64_t j = 0; j < n; ++j) {
-        const int64_t row = b * N + s.idx[j];
-        CopyRow(s.dq.data() + j * nd, nd, g.q + (row * nh + h) * nd);
-        CopyRow(s.dk.data() + j * nd, nd, g.k + (row * nh + h) * nd);
-        CopyRow(s.dv.data() + j * nv, nv, g.v + (row * nh + h) * nv);
-      }
+      // q, k, v = g2 W + b: d/dg2 += dq Wqᵀ + dk Wkᵀ + dv Wvᵀ
+      MulAdd<W>(s.dq.data(), in.wqt + h * nd * ng2, s.dg2.data(), n, nd, ng2);
+      MulAdd<W>(s.dk.data(), in.wkt + h * nd * ng2, s.dg2.data(), n, nd, ng2);
+      MulAdd<W>(s.dv.data(), in.wvt + h * nv * ng2, s.dg2.data(), n, nv, ng2);
     }
+    for (int64_t j = 0; j < n; ++j) CopyRow(s.dg2.data() + j * ng2, ng2, g.g2 + (b * N + s.idx[j]) * ng2);
     // s_jk = sw_j sw_k and hh_jk = h2_j · h2_k are symmetric: each slot collects its row and its column
     for (int64_t j = 0; j < n; ++j) {
       const int64_t row = b * N + s.idx[j];
@@ -275,8 +281,7 @@ void AttentionForward(const AttentionInputs<double>& in, double* out, int64_t b0
 void AttentionBackward(const AttentionInputs<float>& in, const AttentionGradients<float>& g, int64_t b0, int64_t b1) {
   ForThisCpu(Backward512<float>, Backward256<float>, Backward128<float>, in, g, b0, b1);
 }
-void AttentionBackward(const AttentionInputs<double>& in, const AttentionGradients<double>& g, int64_t b0,
-                       int64_t b1) {
+void AttentionBackward(const AttentionInputs<double>& in, const AttentionGradients<double>& g, int64_t b0, int64_t b1) {
   ForThisCpu(Backward512<double>, Backward256<double>, Backward128<double>, in, g, b0, b1);
 }
 

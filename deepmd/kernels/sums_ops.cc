@@ -125,9 +125,8 @@ class NeighborSumsFunction : public torch::autograd::Function<NeighborSumsFuncti
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> NeighborSumsAutograd(const at::Tensor& a, const at::Tensor& x,
-                                                        const at::Tensor& nbr, const at::Tensor& w,
-                                                        const at::Tensor& h2) {
+std::tuple<at::Tensor, at::Tensor> NeighborSumsAutograd(const at::Tensor& a, const at::Tensor& x, const at::Tensor& nbr,
+                                                        const at::Tensor& w, const at::Tensor& h2) {
   variable_list out = NeighborSumsFunction::apply(a, x, nbr, w, h2);
   return {out[0], out[1]};
 }

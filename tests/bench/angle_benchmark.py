@@ -1,13 +1,14 @@
-"""Fused repflow kernels (deepmd/kernels) against deepmd-kit's reference formulation, in the same run:
-  1. the angle path of one repflow layer alone (forward + backward of its two outputs, eager);
-  2. the whole DPA3 forward + backward (energy and forces) through the scripted regular graph: both
+"""Fused kernels (deepmd/kernels) against deepmd-kit's reference formulation, in the same run:
+  1. the angle path of one repflow layer alone (forward + backward of its two outputs, eager; DPA3 only);
+  2. the whole model's forward + backward (energy and forces) through the scripted regular graph: both
      formulations in one process, steps alternating (ABBA), so that a shared machine's load falls on
      both alike; peak memory from one step of each in a process of its own;
   3. end to end: both formulations exported (export.py, default and --reference-layers) and each
      archive's C++ runtime step timed by runtime_benchmark (its own water-density box), the two
      archives' runs alternating (ABBA), best run of each.
 Models: deepmd/train/water_dpa3.json and examples/models/dpa3_realistic.json (and, asked for,
-dpa3_production.json: deepmd-kit's examples/water/dpa3 input), freshly initialised (seed 1). System:
+dpa3_production.json and dpa2_medium.json: deepmd-kit's examples/water/dpa3 and dpa2 medium inputs),
+freshly initialised (seed 1). Rates are against the FMA peak in the model's precision. System:
 deepmd-kit's water data_3 frame 0 replicated 2x2x2 (1,536 atoms). One thread, denormals flushed, and
 glibc's malloc keeping freed memory, as the runtime runs (deepmd/runtime/host_memory.h): otherwise every
 large activation is a fresh zero-filled mapping in every step, for both formulations.
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 MODELS = {"water_dpa3": "deepmd/train/water_dpa3.json", "dpa3_realistic": "examples/models/dpa3_realistic.json",
-          "dpa3_production": "examples/models/dpa3_production.json"}
+          "dpa3_production": "examples/models/dpa3_production.json", "dpa2_medium": "examples/models/dpa2_medium.json"}
 DEFAULT_MODELS = "water_dpa3,dpa3_realistic"  # dpa3_production's reference needs ~17 MB/atom: --replicate 1
 FORMULATIONS = ("reference", "fused")
 # The runtime's process policy for the measured processes (one thread; malloc keeps freed memory).
@@ -78,8 +79,13 @@ def model_from_input(path: str, fused: bool):
 
 def build_model(root: str, name: str, fused: bool):
     model = model_from_input(os.path.join(root, MODELS[name]), fused)
-    assert model.descriptor.layers[0].fused == fused, name  # a DPA3 of MODELS: fused layers must engage
+    layer = model.descriptor.layers[0]  # fused layers must engage
+    assert getattr(layer, "fused", getattr(layer, "fused_attention", None)) == fused, name
     return model
+
+
+def is_dpa3(name: str) -> bool:
+    return not name.startswith("dpa2")
 
 
 def peak_rss() -> float:
@@ -108,18 +114,16 @@ def graph_steps(args) -> dict:
         runs[which[0]]()
         return {"natoms": int(pos.shape[0]), "peak_bytes": peak_rss()}
     energies = {f: float(run()["energy"].sum()) for f, run in runs.items()}  # warm up
-    from tests.bench.flop_model import dpa3_flops_per_atom, neighbour_stats
-    d = model.descriptor
-    stats = neighbour_stats(s["coord"][0], s["nlist"][0], int(pos.shape[0]), int(s["coord"].shape[1]), d.e_rcut,
-                            d.e_sel, d.a_rcut, d.a_sel)
+    from tests.bench.flop_model import flops_per_atom
+    flops = flops_per_atom(model, s["coord"][0], s["nlist"][0], int(pos.shape[0]), int(s["coord"].shape[1]))
     times: Dict[str, List[float]] = {f: [] for f in FORMULATIONS}
     for i in range(args.steps):
         for f in (FORMULATIONS if i % 2 == 0 else FORMULATIONS[::-1]):
             t0 = time.perf_counter()
             runs[f]()
             times[f].append(time.perf_counter() - t0)
-    return {"natoms": int(pos.shape[0]), "energy": energies, "neighbours": stats,
-            "flops_per_atom": dpa3_flops_per_atom(model, stats),
+    return {"natoms": int(pos.shape[0]), "energy": energies, "flops_per_atom": flops,
+            "float64": model.descriptor.dtype == torch.float64,
             **{f + "_s": float(np.median(t)) for f, t in times.items()}}
 
 
@@ -245,23 +249,26 @@ def main(argv=None) -> int:
     os.makedirs(out_dir, exist_ok=True)
     results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                            "torch": torch.__version__, "threads": 1, "fma_peak": peak}, "models": {}}
-    lines = ["| model | what | atoms | reference | fused | speed-up | fused GFLOP/s (% of fp32 peak) |",
+    lines = ["| model | what | atoms | reference | fused | speed-up | fused GFLOP/s (% of peak, model precision) |",
              "|---|---|---|---|---|---|---|"]
 
-    def rate(step_s: float, natoms: int, flops_per_atom: float) -> str:
+    def rate(step_s: float, natoms: int, flops_per_atom: float, float64: bool) -> str:
         gflops = flops_per_atom * natoms / step_s / 1e9
-        return f"{gflops:.1f} ({100 * gflops / peak['float32_gflops']:.1f}%)"
+        return f"{gflops:.1f} ({100 * gflops / peak['float64_gflops' if float64 else 'float32_gflops']:.1f}%)"
 
     with tempfile.TemporaryDirectory() as work:
         for name in args.models.split(","):
             r: Dict[str, dict] = {}
-            a = child(args, name, "angle")
-            r["angle_path"] = a
-            n = a["natoms"]
-            lines.append(f"| {name} | angle path of layer 0 (fwd + bwd; angles {a['angle_shape']}, "
-                         f"{a['real_angle_slots_per_atom']:.1f} real slots/atom) | {n} | "
-                         f"{a['reference_s'] / n * 1e6:.1f} µs/atom | {a['fused_s'] / n * 1e6:.1f} µs/atom | "
-                         f"{a['reference_s'] / a['fused_s']:.1f}x | |")
+            rows = 1
+            if is_dpa3(name):
+                a = child(args, name, "angle")
+                r["angle_path"] = a
+                n = a["natoms"]
+                lines.append(f"| {name} | angle path of layer 0 (fwd + bwd; angles {a['angle_shape']}, "
+                             f"{a['real_angle_slots_per_atom']:.1f} real slots/atom) | {n} | "
+                             f"{a['reference_s'] / n * 1e6:.1f} µs/atom | {a['fused_s'] / n * 1e6:.1f} µs/atom | "
+                             f"{a['reference_s'] / a['fused_s']:.1f}x | |")
+                rows += 1
             g = child(args, name, "both")
             g.update({f + "_peak_bytes": child(args, name, f)["peak_bytes"] for f in FORMULATIONS})
             r["graph"] = g
@@ -271,7 +278,7 @@ def main(argv=None) -> int:
                          f"| {g['fused_s'] / n * 1e6:.0f} µs/atom-step, peak {g['fused_peak_bytes'] / 1e6:.0f} MB | "
                          f"{g['reference_s'] / g['fused_s']:.1f}x (memory "
                          f"{g['reference_peak_bytes'] / g['fused_peak_bytes']:.1f}x) | "
-                         f"{rate(g['fused_s'], n, g['flops_per_atom'])} |")
+                         f"{rate(g['fused_s'], n, g['flops_per_atom'], g['float64'])} |")
             if not args.skip_runtime:
                 c = runtime_steps(args, name, n, work)
                 r["runtime"] = c
@@ -281,9 +288,10 @@ def main(argv=None) -> int:
                              f"{cr['peak_rss_bytes'] / 1e6:.0f} MB | {cf['step_s'] / cf['atoms'] * 1e6:.0f} µs/atom-step, "
                              f"peak {cf['peak_rss_bytes'] / 1e6:.0f} MB | {cr['step_s'] / cf['step_s']:.1f}x (memory "
                              f"{cr['peak_rss_bytes'] / cf['peak_rss_bytes']:.1f}x) | "
-                             f"{rate(cf['step_s'], cf['atoms'], g['flops_per_atom'])} |")
+                             f"{rate(cf['step_s'], cf['atoms'], g['flops_per_atom'], g['float64'])} |")
+                rows += 1
             results["models"][name] = r
-            print("\n".join(lines[-(3 if not args.skip_runtime else 2):]), flush=True)
+            print("\n".join(lines[-rows:]), flush=True)
     with open(os.path.join(out_dir, "angle.json"), "w") as f:
         json.dump(results, f, indent=2)
     with open(os.path.join(out_dir, "angle.md"), "w") as f:

@@ -10,8 +10,9 @@ formulation and against deepmd-kit.
    float64 to 1e-12. These have 3 layers: the fixtures' 2 layers never read the kernel's angle_new
    (the last layer updates nodes only), these do.
 3. deepmd-kit's production DPA2 (examples/models/dpa2_medium.json, float64, residual weights 1 so that the
-   g2 attention weighs): its attention kernel against the reference to 1e-12, smooth and gated, and neither;
-   float32 to 1e-5; layers whose options the kernel lacks stay on the reference.
+   g2 attention weighs): its kernels (three-body, g2 attention, g1 sums) against the reference to 1e-12,
+   smooth and gated, and neither; float32 to 1e-5; blocks and layers whose options the kernels lack stay on
+   the reference, saying why.
 4. Forces = -dE/dx by central finite differences through the kernels (float64, DPA3 with 3 layers, DPA2).
 Each check requires at least one fused layer, so a model silently left on the reference fails.
 Usage: fused_test.py OPS_LIBRARY."""
@@ -247,15 +248,33 @@ class FallbackTest(unittest.TestCase):
     def test_dpa2_options_without_the_kernel(self):
         """update_h2 reads the attention map itself: the attention stays on the reference (the g1 sums do
         not); a layer with neither attention nor conv nor drrd has nothing to fuse. Each entry says why."""
+        def layers(chosen):
+            return [v for k, v in chosen.items() if "repformer_layers" in k]
+
         model, chosen = built(config_model_dict(DPA2_MEDIUM, block="repformer", repflow={"update_h2": True}), True)
         self.assertTrue(all(v.startswith("fused; the g2 attention on the reference") and "update_h2" in v
-                            for v in list(chosen.values())[:-1]), chosen)
+                            for v in layers(chosen)[:-1]), chosen)
         self.assertEqual([(layer.fused_attention, layer.fused_sums) for layer in model.descriptor.layers],
-                         [(False, True)] * len(chosen))
+                         [(False, True)] * len(layers(chosen)))
         none = {"update_g2_has_attn": False, "update_g1_has_conv": False, "update_g1_has_drrd": False}
         model, chosen = built(config_model_dict(DPA2_MEDIUM, block="repformer", repflow=none), True)
-        self.assertTrue(all(v.startswith("reference: nothing the kernels compute") for v in chosen.values()), chosen)
+        self.assertTrue(all(v.startswith("reference: nothing the kernels compute") for v in layers(chosen)), chosen)
         self.assertFalse(any(layer.fused_attention or layer.fused_sums for layer in model.descriptor.layers))
+
+    def test_three_body_fallbacks(self):
+        """The three-body kernel needs the first layer by blocks (not strip) and zero stored averages of the
+        direction components (otherwise pairs with a padded slot contribute): else the reference, saying why."""
+        node = config_model_dict(DPA2_MEDIUM, block="repinit", repflow={"tebd_input_mode": "strip"})
+        _, chosen = built(node, True)
+        self.assertTrue(chosen["model.descriptor.repinit_three_body_variable"].startswith("reference: the type "
+                                                                                       "embedding as strip"), chosen)
+        model = build.model_from_dict(config_model_dict(DPA2_MEDIUM, block="repformer"))
+        with torch.no_grad():
+            model.descriptor.three_body.davg[..., 1] += 0.25
+        chosen = build.set_layer_formulation(model, True)
+        self.assertIn("averages of the direction components are non-zero",
+                      chosen["model.descriptor.repinit_three_body_variable"])
+        self.assertFalse(model.descriptor.three_body.fused)
 
     def test_dpa2_not_out_conv(self):
         """g1_out_conv off: the convolution reads proj_g1g2 of the neighbours' g1 rows (float64, 1e-12)."""
