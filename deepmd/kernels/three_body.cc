@@ -124,8 +124,7 @@ __attribute__((always_inline)) inline void Embed(const ThreeBodyInputs<T>& in, i
 }
 
 template <int W, typename T>
-__attribute__((always_inline)) inline void ForwardRange(const ThreeBodyInputs<T>& in, T* out, int64_t b0,
-                                                        int64_t b1) {
+__attribute__((always_inline)) inline void ForwardRange(const ThreeBodyInputs<T>& in, T* out, int64_t b0, int64_t b1) {
   const int64_t width = in.Width();
   Scratch<T>& s = ThreadScratch<T>();
   s.Reserve(in);
@@ -257,8 +256,7 @@ void ThreeBodyForward(const ThreeBodyInputs<double>& in, double* out, int64_t b0
 void ThreeBodyBackward(const ThreeBodyInputs<float>& in, const ThreeBodyGradients<float>& g, int64_t b0, int64_t b1) {
   ForThisCpu(Backward512<float>, Backward256<float>, Backward128<float>, in, g, b0, b1);
 }
-void ThreeBodyBackward(const ThreeBodyInputs<double>& in, const ThreeBodyGradients<double>& g, int64_t b0,
-                       int64_t b1) {
+void ThreeBodyBackward(const ThreeBodyInputs<double>& in, const ThreeBodyGradients<double>& g, int64_t b0, int64_t b1) {
   ForThisCpu(Backward512<double>, Backward256<double>, Backward128<double>, in, g, b0, b1);
 }
 

@@ -55,8 +55,7 @@ struct ThreeBodyGradients {
 void ThreeBodyForward(const ThreeBodyInputs<float>& in, float* out, int64_t b0, int64_t b1);
 void ThreeBodyForward(const ThreeBodyInputs<double>& in, double* out, int64_t b0, int64_t b1);
 // Recomputes the embedding (nothing per pair is kept from the forward pass).
-void ThreeBodyBackward(const ThreeBodyInputs<float>& in, const ThreeBodyGradients<float>& grad, int64_t b0,
-                       int64_t b1);
+void ThreeBodyBackward(const ThreeBodyInputs<float>& in, const ThreeBodyGradients<float>& grad, int64_t b0, int64_t b1);
 void ThreeBodyBackward(const ThreeBodyInputs<double>& in, const ThreeBodyGradients<double>& grad, int64_t b0,
                        int64_t b1);
 

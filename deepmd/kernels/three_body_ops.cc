@@ -38,6 +38,7 @@ CheckedThreeBody Check(const at::Tensor& r, const at::Tensor& mask, const at::Te
   const int64_t nb = r.size(0), N = r.size(1);
   TORCH_CHECK(!widths.empty() && residual.size() + 1 == widths.size(), kOp, ": widths [h0 .. hL] (", widths.size(),
               " given) and residual [L] (", residual.size(), " given) disagree");
+  TORCH_CHECK(widths[0] > 0, kOp, ": layer widths must be positive, got ", widths);
   int64_t total = 3 * widths[0];
   for (size_t l = 1; l < widths.size(); ++l) {
     const int64_t in = widths[l - 1], out = widths[l], res = residual[l - 1];
@@ -123,10 +124,9 @@ at::Tensor ThreeBodyCpu(const at::Tensor& r, const at::Tensor& mask, const at::T
 
 class ThreeBodyFunction : public torch::autograd::Function<ThreeBodyFunction> {
  public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& r, const at::Tensor& mask,
-                               const at::Tensor& pj, const at::Tensor& pk, const at::Tensor& params,
-                               at::IntArrayRef widths, at::IntArrayRef residual, int64_t act, double threshold,
-                               double slope, double shift) {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& r, const at::Tensor& mask, const at::Tensor& pj,
+                               const at::Tensor& pk, const at::Tensor& params, at::IntArrayRef widths,
+                               at::IntArrayRef residual, int64_t act, double threshold, double slope, double shift) {
     TORCH_CHECK(!params.requires_grad(), kOp,
                 " is an inference kernel: it differentiates the inputs, not the weights; train with the "
                 "reference formulation (deepmd.dpkit's default)");
