@@ -290,6 +290,11 @@ class RepformerLayer(torch.nn.Module):
             self.proj_g1g2 = (_layer(node, "proj_g1g2", where, dtype, ng2, ng1) if self.g1_out_conv
                               else _layer(node, "proj_g1g2", where, dtype, ng1, ng2))
         self.proj_g1g1g2 = _layer(node, "proj_g1g1g2", where, dtype, ng1, ng2) if self.has_g1g1 else None
+        # With g1_out_conv the fused sums project g2 themselves (proj_g1g2 is x W [+ b]: deepmd-kit's is)
+        empty = torch.zeros(0, dtype=dtype)
+        plain_proj = self.proj_g1g2 is not None and self.g1_out_conv and _plain(self.proj_g1g2)
+        self.register_buffer("proj_w", self.proj_g1g2.w if plain_proj else empty)
+        self.register_buffer("proj_b", _bias(self.proj_g1g2) if plain_proj else empty)
         self.attn2g_map = None
         self.attn2_mh_apply = None
         self.attn2_lm = None
@@ -411,16 +416,19 @@ class RepformerLayer(torch.nn.Module):
         proj_g1g2 = self.proj_g1g2
         if proj_g1g2 is not None:
             if self.g1_out_conv:  # Σ_j w_j proj(g2_j) ⊙ g1_nbr: its moments are drrd's (the same rows)
-                c, hg = torch.ops.deepmd_kernels.neighbor_sums(proj_g1g2(g2).reshape(nb, nnei, ng1), rows, nbr,
-                                                               weight, h)
+                if self.proj_w.numel() > 0:  # the kernel projects the real slots' g2 rows itself
+                    a, wa, ba = g2.reshape(nb, nnei, -1), self.proj_w, self.proj_b
+                else:
+                    a, wa, ba = proj_g1g2(g2).reshape(nb, nnei, ng1), none, none
+                c, hg = torch.ops.deepmd_kernels.neighbor_sums(a, wa, ba, rows, nbr, weight, h)
             else:  # Σ_j w_j g2_j ⊙ proj(g1)_nbr: proj of a gathered row is the gathered row of proj
                 p = proj_g1g2(g1_ext)
-                c, _ = torch.ops.deepmd_kernels.neighbor_sums(g2.reshape(nb, nnei, -1), p.reshape(nf * nall, -1),
-                                                              nbr, weight, h)
+                c, _ = torch.ops.deepmd_kernels.neighbor_sums(g2.reshape(nb, nnei, -1), none, none,
+                                                              p.reshape(nf * nall, -1), nbr, weight, h)
             conv = c.reshape(nf, nloc, -1) * self._conv_norm(mask, c.dtype)
         if self.has_drrd:
             if hg.numel() == 0:
-                _, hg = torch.ops.deepmd_kernels.neighbor_sums(none, rows, nbr, weight, h)
+                _, hg = torch.ops.deepmd_kernels.neighbor_sums(none, none, none, rows, nbr, weight, h)
             hg = hg.reshape(nf, nloc, 3, ng1) * self._hg_norm(mask, hg.dtype)
         return conv, hg
 

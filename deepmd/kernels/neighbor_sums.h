@@ -1,7 +1,7 @@
 // Weighted sums over a centre's neighbours of their gathered rows, the g1 side of a DPA2 repformer layer
 // (deepmd/dpkit/repformer_layer.py: the convolution with g1_out_conv, and drrd's h2ᵀ g1 moments), on raw
 // row-major buffers. For centre b and its real slots j (nbr_j >= 0; -1 marks a padded one):
-//   conv_b = Σ_j w_j a_j ⊙ x_{nbr_j}        [F]     (a: per-slot rows, e.g. proj_g1g2(g2); F = 0: none)
+//   conv_b = Σ_j w_j a_j ⊙ x_{nbr_j}        [F]     (a: per-slot rows, or their projection a_j Wa + ba)
 //   hx_b   = Σ_j w_j h2_j ⊗ x_{nbr_j}       [3, F]  (x: the rows of every atom, local and ghost: g1_ext)
 // so neither the gathered [nb, nnei, F] neighbour rows nor their masked, switched copies exist. Padded
 // slots are never read; their rows of every gradient are zero.
@@ -16,7 +16,11 @@ template <typename T>
 struct SumsInputs {
   int64_t nb = 0, nnei = 0, f = 0, rows = 0;  // centres, slots, channels, rows of x
   bool has_a = true;                          // false: no conv (a and conv are empty)
-  const T* a = nullptr;                       // [nb, nnei, f]
+  const T* a = nullptr;                       // [nb, nnei, f], or [nb, nnei, c] with a projection
+  int64_t c = 0;                              // > 0: the conv's rows are a_j Wa + ba (e.g. proj_g1g2(g2))
+  const T* wa = nullptr;                      // [c, f]
+  const T* wat = nullptr;                     // [f, c]
+  const T* ba = nullptr;                      // [f]
   const T* x = nullptr;                       // [rows, f]
   const int64_t* nbr = nullptr;               // [nb, nnei]: a row of x, or -1
   const T* w = nullptr;                       // [nb, nnei]
@@ -35,7 +39,7 @@ template <typename T>
 struct SumsGradients {
   const T* g_conv = nullptr;  // [nb, f]
   const T* g_hx = nullptr;    // [nb, 3, f]
-  T* a = nullptr;             // [nb, nnei, f]
+  T* a = nullptr;             // [nb, nnei, f] (or [nb, nnei, c] with a projection)
   T* x = nullptr;             // [rows, f], accumulated into
   T* w = nullptr;             // [nb, nnei]
   T* h2 = nullptr;            // [nb, nnei, 3]

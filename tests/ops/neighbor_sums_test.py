@@ -9,7 +9,9 @@ of them), rows of x no slot reads (their gradient is exactly zero), 37 centres o
 parallel chunks, bitwise the same numbers); gradients of one output only; NaN in every padded slot's a, w
 and h2 and in every unread row of x reaches no output and no gradient (padded rows of every gradient are
 exactly zero); torch.autograd.gradcheck in float64; non-contiguous inputs; a double backward is refused; bad
-rows, shapes and dtypes are refused; the op runs inside TorchScript.
+rows, shapes and dtypes are refused; the op runs inside TorchScript. With a projection (wa, ba: the conv's
+rows are a_j wa + ba, a [nb, nnei, c]) the same checks of the sums, c = 1, 5 and 32, and projection weights
+that require gradients are refused.
 Usage: neighbor_sums_test.py OPS_LIBRARY."""
 
 import os
@@ -19,7 +21,7 @@ import torch
 
 from tests import unittest_main
 
-ORDER = ["a", "x", "nbr", "w", "h2"]
+ORDER = ["a", "wa", "ba", "x", "nbr", "w", "h2"]
 DIFFERENTIABLE = ["a", "x", "w", "h2"]
 SLOTWISE = ["a", "w", "h2"]  # one row per slot: never read at padded ones
 
@@ -34,12 +36,12 @@ def no_conv(dtype):
     return torch.zeros(0, dtype=dtype)
 
 
-def inputs(nb, nnei, f, dtype, seed, has_a=True):
+def inputs(nb, nnei, f, dtype, seed, has_a=True, project=0):
     """Random inputs; fewer rows of x than slots, so most rows are read by several slots, and the rows of
     unread() by none; holes anywhere, centre 0 has no real neighbour, centre 1 exactly one (the last slot,
     behind holes), centre 2 no padded slot and its first two slots read the same row, centre 3 a real slot
     whose weight is exactly zero, centre 4 reads centre 2's first row. Padded slots hold random values:
-    nothing may read them."""
+    nothing may read them. project = c > 0: a is [nb, nnei, c] with a projection wa [c, f], ba [f]."""
     g = torch.Generator().manual_seed(seed)
 
     def r(*shape, scale=1.0):
@@ -66,8 +68,10 @@ def inputs(nb, nnei, f, dtype, seed, has_a=True):
         real[4, 0] = True
         nbr[4, 0] = nbr[2, 0]
     nbr = torch.where(real, nbr, torch.full_like(nbr, -1))
-    return dict(a=r(nb, nnei, f) if has_a else no_conv(dtype), x=r(rows, f), nbr=nbr, w=w.to(dtype),
-                h2=r(nb, nnei, 3, scale=0.6))
+    a = (r(nb, nnei, project) if project else r(nb, nnei, f)) if has_a else no_conv(dtype)
+    wa = r(project, f, scale=project ** -0.5) if project else no_conv(dtype)
+    ba = r(f, scale=0.5) if project else no_conv(dtype)
+    return dict(a=a, wa=wa, ba=ba, x=r(rows, f), nbr=nbr, w=w.to(dtype), h2=r(nb, nnei, 3, scale=0.6))
 
 
 def with_nan_padding(t, rows_too=False):
@@ -105,6 +109,8 @@ def dense(t):
     if t["a"].dim() == 1:  # no conv: [nb, 0] (in the graph, so that a loss on it alone has gradients: zero)
         return (w.unsqueeze(-1) * xg).sum(1)[:, :0], hx
     a = torch.where(real.unsqueeze(-1), t["a"], zero)
+    if t["wa"].numel():
+        a = torch.matmul(a, t["wa"]) + t["ba"]
     return (w.unsqueeze(-1) * a * xg).sum(1), hx
 
 
@@ -159,15 +165,15 @@ class NeighborSumsTest(unittest.TestCase):
             self.assertIn(isa, ("AVX-512", "AVX2+FMA", "baseline (SSE2)"))
         print("kernels' instruction set:", isa)
 
-    def compare(self, dtype, tol, gtol, size, has_a, seed=0, which=(True, True)):
+    def compare(self, dtype, tol, gtol, size, has_a, seed=0, which=(True, True), project=0):
         nb, nnei, f = size
-        t = inputs(nb, nnei, f, dtype, seed, has_a=has_a)
+        t = inputs(nb, nnei, f, dtype, seed, has_a=has_a, project=project)
         g_out = [g if use else None for g, use in zip(random_g_out(t, seed + 1), which)]
         # the kernel sees NaN in every padded slot; the float64 reference from the same real inputs is the truth
         outs, gk = grads(op, with_nan_padding(t), g_out)
         t64 = {k: v.double() if v.is_floating_point() else v for k, v in t.items()}
         routs, gr = grads(dense, t64, [None if g is None else g.double() for g in g_out])
-        where = f"{dtype} {size} has_a={has_a} seed={seed} outputs={which}"
+        where = f"{dtype} {size} has_a={has_a} seed={seed} outputs={which} project={project}"
         pad = t["nbr"] < 0
         nobody = unread(t["x"].shape[0])
         scale = max([float(y.abs().max()) if y.numel() else 0.0 for y in routs + gr] + [1e-300])
@@ -201,6 +207,14 @@ class NeighborSumsTest(unittest.TestCase):
         for size in SIZES:
             for has_a in (True, False):
                 self.compare(torch.float32, 1e-5, 1e-5, size, has_a)
+
+    def test_projection(self):
+        """The conv's rows projected inside the kernel: a_j wa + ba (DPA2's proj_g1g2 of g2)."""
+        for c in (1, 5, 32):
+            for size in SIZES:
+                self.compare(torch.float64, 1e-12, 1e-11, size, True, project=c)
+                self.compare(torch.float32, 1e-5, 1e-5, size, True, project=c)
+            self.compare(torch.float64, 1e-12, 1e-11, (6, 8, 17), True, seed=3, which=(True, False), project=c)
 
     def test_many_seeds(self):
         for seed in range(10, 20):
@@ -297,8 +311,8 @@ class NeighborSumsTest(unittest.TestCase):
             self.assertTrue(bool((conv == 0).all()) and bool((hx == 0).all()))
 
     def test_gradcheck(self):
-        for has_a in (True, False):
-            t = inputs(6, 4, 3, torch.float64, 8, has_a=has_a)
+        for has_a, project in ((True, 0), (False, 0), (True, 2)):
+            t = inputs(6, 4, 3, torch.float64, 8, has_a=has_a, project=project)
             names = [k for k in DIFFERENTIABLE if t[k].numel() > 0]
             diff = [t[k].clone().requires_grad_(True) for k in names]
 
@@ -306,7 +320,7 @@ class NeighborSumsTest(unittest.TestCase):
                 given = dict(t, **dict(zip(names, args)))
                 return torch.ops.deepmd_kernels.neighbor_sums(*[given[k] for k in ORDER])
 
-            self.assertTrue(torch.autograd.gradcheck(f, diff, eps=1e-6, atol=1e-8), f"has_a={has_a}")
+            self.assertTrue(torch.autograd.gradcheck(f, diff, eps=1e-6, atol=1e-8), f"has_a={has_a} project={project}")
 
     def test_not_twice_differentiable(self):
         t = inputs(3, 4, 2, torch.float64, 1)
@@ -367,6 +381,22 @@ class NeighborSumsTest(unittest.TestCase):
         with self.assertRaisesRegex(RuntimeError, "float32 or float64 only"):
             op({k: x.half() if x.is_floating_point() else x for k, x in dict(t, a=no_conv(torch.float64)).items()})
 
+    def test_projection_errors(self):
+        t = inputs(5, 4, 3, torch.float64, 1, project=2)
+        with self.assertRaisesRegex(RuntimeError, "wa must have shape"):
+            op(dict(t, wa=t["wa"][:, :2]))
+        with self.assertRaisesRegex(RuntimeError, "wa must be"):
+            op(dict(t, wa=t["wa"].reshape(-1)))
+        with self.assertRaisesRegex(RuntimeError, "ba must have shape"):
+            op(dict(t, ba=t["ba"][:2]))
+        with self.assertRaisesRegex(RuntimeError, "a must have shape"):
+            op(dict(t, a=t["a"][..., :1]))
+        with self.assertRaisesRegex(RuntimeError, "wa is Float, x is Double"):
+            op(dict(t, wa=t["wa"].float()))
+        for name in ("wa", "ba"):
+            with self.assertRaisesRegex(RuntimeError, "inference kernel"):
+                op(dict(t, **{name: t[name].clone().requires_grad_(True)}))
+
     def test_non_contiguous(self):
         for has_a in (True, False):
             t = inputs(5, 6, 4, torch.float64, 9, has_a=has_a)
@@ -382,8 +412,8 @@ class NeighborSumsTest(unittest.TestCase):
 
     def test_scripted(self):
         @torch.jit.script
-        def f(a, x, nbr, w, h2):
-            return torch.ops.deepmd_kernels.neighbor_sums(a, x, nbr, w, h2)
+        def f(a, wa, ba, x, nbr, w, h2):
+            return torch.ops.deepmd_kernels.neighbor_sums(a, wa, ba, x, nbr, w, h2)
 
         for has_a in (True, False):
             t = inputs(4, 5, 3, torch.float64, 2, has_a=has_a)
