@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Memory errors of the standalone path: export a model, evaluate a periodic frame with dp_eval
+# Memory errors of the standalone path: export the example DPA3 and DPA2 (every fused kernel: repflow edge and
+# angle, repformer attention, neighbour sums, three-body), evaluate a periodic frame with dp_eval
 #  1. built with AddressSanitizer and LeakSanitizer (every machine), and
 #  2. under valgrind memcheck, where valgrind can run LibTorch's start-up code on this CPU (valgrind
 #     3.19 cannot decode an instruction in libhwy's initialiser on some CPUs: SIGILL before main).
@@ -8,8 +9,11 @@ set -euo pipefail
 python="$1" library="$2" dp_eval="$3" dp_eval_asan="$4" suppressions="$5" lsan_suppressions="$6"
 root="${TEST_SRCDIR:?run me with bazel test}/${TEST_WORKSPACE:?}"
 work="${TEST_TMPDIR:-$(mktemp -d)}"
-PYTHONPATH="$root" "$python" "$root/deepmd/tools/export.py" --ops-library "$library" \
-  --config "$root/examples/models/dpa3.json" --seed 1 --out "$work/dpa3.pt2"
+models="dpa3 dpa2"
+for m in $models; do
+  PYTHONPATH="$root" "$python" "$root/deepmd/tools/export.py" --ops-library "$library" \
+    --config "$root/examples/models/$m.json" --seed 1 --out "$work/$m.pt2"
+done
 cat > "$work/frame.xyz" <<'XYZ'
 4
 Lattice="4.0 0 0 0.5 4.2 0 0 0 4.4" Properties=species:S:1:pos:R:3 pbc="T T F"
@@ -21,10 +25,12 @@ XYZ
 passed=0
 
 # 1. AddressSanitizer (heap/stack overflows, use after free) and LeakSanitizer.
-ASAN_OPTIONS=detect_leaks=1:detect_odr_violation=0:abort_on_error=0:exitcode=3 \
-  LSAN_OPTIONS="suppressions=$lsan_suppressions:print_suppressions=0" \
-  "$dp_eval_asan" "$work/dpa3.pt2" "$work/frame.xyz" >"$work/asan.out"
-echo "AddressSanitizer + LeakSanitizer: no errors"
+for m in $models; do
+  ASAN_OPTIONS=detect_leaks=1:detect_odr_violation=0:abort_on_error=0:exitcode=3 \
+    LSAN_OPTIONS="suppressions=$lsan_suppressions:print_suppressions=0" \
+    "$dp_eval_asan" "$work/$m.pt2" "$work/frame.xyz" >"$work/asan.out"
+done
+echo "AddressSanitizer + LeakSanitizer: no errors ($models)"
 passed=$((passed + 1))
 
 # 2. valgrind memcheck.
@@ -39,11 +45,17 @@ else
   # absl's --help exits 1. valgrind 3.19 cannot decode an instruction in libhwy's initialiser on some
   # CPUs (SIGILL before main); only that case is skipped, every other failure fails the test.
   memcheck_status=0
-  valgrind --tool=memcheck --error-exitcode=3 --leak-check=no --suppressions="$suppressions" \
-    "$dp_eval" "$work/dpa3.pt2" "$work/frame.xyz" >"$work/memcheck.out" 2>&1 || memcheck_status=$?
-  if [ "$memcheck_status" -eq 0 ] && grep -q "ERROR SUMMARY: 0 errors" "$work/memcheck.out"; then
+  for m in $models; do
+    [ "$memcheck_status" -eq 0 ] || break
+    valgrind --tool=memcheck --error-exitcode=3 --leak-check=no --suppressions="$suppressions" \
+      "$dp_eval" "$work/$m.pt2" "$work/frame.xyz" >"$work/memcheck.out" 2>&1 || memcheck_status=$?
+    if [ "$memcheck_status" -eq 0 ] && ! grep -q "ERROR SUMMARY: 0 errors" "$work/memcheck.out"; then
+      memcheck_status=3
+    fi
+  done
+  if [ "$memcheck_status" -eq 0 ]; then
     grep -m1 "ERROR SUMMARY" "$work/memcheck.out"
-    echo "valgrind memcheck: no errors"
+    echo "valgrind memcheck: no errors ($models)"
     passed=$((passed + 1))
   elif grep -q "unhandled instruction bytes" "$work/memcheck.out" &&
     grep -q "signal 4 (SIGILL)" "$work/memcheck.out"; then
