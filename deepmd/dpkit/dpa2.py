@@ -293,7 +293,7 @@ class ThreeBody(_Block):
             res = torch.ops.deepmd_kernels.three_body(r3.reshape(nb, nnei, 3), mask.reshape(nb, nnei), pj, pk,
                                                       self.fused_params, self.fused_widths, self.fused_residual,
                                                       act.kind, act.threshold, act.slope, act.const)
-            return res.reshape(nf, nloc, -1) * (1.0 / float(self.nnei) / float(self.nnei))
+            return res.reshape(nf, nloc, res.shape[1]) * (1.0 / float(self.nnei) / float(self.nnei))
         env_jk = torch.matmul(r3, r3.transpose(-1, -2))  # [nf, nloc, nnei, nnei]
         ss = env_jk.unsqueeze(-1)
         if self.blocks:

@@ -417,15 +417,16 @@ class RepformerLayer(torch.nn.Module):
         if proj_g1g2 is not None:
             if self.g1_out_conv:  # Σ_j w_j proj(g2_j) ⊙ g1_nbr: its moments are drrd's (the same rows)
                 if self.proj_w.numel() > 0:  # the kernel projects the real slots' g2 rows itself
-                    a, wa, ba = g2.reshape(nb, nnei, -1), self.proj_w, self.proj_b
+                    a, wa, ba = g2.reshape(nb, nnei, g2.shape[3]), self.proj_w, self.proj_b
                 else:
                     a, wa, ba = proj_g1g2(g2).reshape(nb, nnei, ng1), none, none
                 c, hg = torch.ops.deepmd_kernels.neighbor_sums(a, wa, ba, rows, nbr, weight, h)
             else:  # Σ_j w_j g2_j ⊙ proj(g1)_nbr: proj of a gathered row is the gathered row of proj
                 p = proj_g1g2(g1_ext)
-                c, _ = torch.ops.deepmd_kernels.neighbor_sums(g2.reshape(nb, nnei, -1), none, none,
-                                                              p.reshape(nf * nall, -1), nbr, weight, h)
-            conv = c.reshape(nf, nloc, -1) * self._conv_norm(mask, c.dtype)
+                c, _ = torch.ops.deepmd_kernels.neighbor_sums(g2.reshape(nb, nnei, g2.shape[3]), none, none,
+                                                              p.reshape(nf * nall, p.shape[2]), nbr, weight, h)
+            # explicit widths in these reshapes: a rank's subdomain may hold no atom (nloc = 0)
+            conv = c.reshape(nf, nloc, c.shape[1]) * self._conv_norm(mask, c.dtype)
         if self.has_drrd:
             if hg.numel() == 0:
                 _, hg = torch.ops.deepmd_kernels.neighbor_sums(none, none, none, rows, nbr, weight, h)

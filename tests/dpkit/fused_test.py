@@ -220,6 +220,23 @@ class ConfigModelsTest(unittest.TestCase):
         self.check(DPA2_MEDIUM, "", 1e-12, dict(STRONG_ATTENTION, attn2_has_gate=False), "repformer",
                    {"smooth": False})
 
+    def test_dpa2_without_local_atoms(self):
+        """No local atom (nloc = 0, as a rank whose subdomain is empty; here no atom at all, which the regular
+        graph can evaluate): the kernels' shapes stay defined and the graph gives what the reference gives."""
+        node = config_model_dict(DPA2_MEDIUM, block="repformer")
+        fused_model, chosen = built(node, True)
+        ref_model, _ = built(node, False)
+        self.assertIn("fused", chosen.values(), chosen)
+        pos, atype, box = water(30, 2, len(fused_model.type_map))
+        s = extend(pos, atype, box, fused_model.rcut)
+        s = dict(s, coord=s["coord"][:, :0], atype=s["atype"][:, :0], nlist=s["nlist"][:, :0],
+                 mapping=s["mapping"][:, :0])
+        a = run(torch.jit.script(RegularGraph(fused_model)), s)
+        b = run(torch.jit.script(RegularGraph(ref_model)), s)
+        for key in KEYS:
+            self.assertEqual(a[key].shape, b[key].shape, key)
+            self.assertTrue(np.array_equal(a[key], b[key]), key)
+
     def test_dpa2_medium_float32(self):
         self.check(DPA2_MEDIUM, "float32", 1e-5, STRONG_ATTENTION, "repformer")
 
