@@ -14,12 +14,12 @@ rows are a_j wa + ba, a [nb, nnei, c]) the same checks of the sums, c = 1, 5 and
 that require gradients are refused.
 Usage: neighbor_sums_test.py OPS_LIBRARY."""
 
-import os
 import unittest
 
 import torch
 
 from tests import unittest_main
+from tests.ops.kernel_checks import WorstErrors, real_mask, rel
 
 ORDER = ["a", "wa", "ba", "x", "nbr", "w", "h2"]
 DIFFERENTIABLE = ["a", "x", "w", "h2"]
@@ -50,16 +50,9 @@ def inputs(nb, nnei, f, dtype, seed, has_a=True, project=0):
     rows = 5 + nb * nnei // 3
     readable = torch.tensor([i for i in range(rows) if i not in unread(rows)], dtype=torch.int64)
     nbr = readable[torch.randint(len(readable), (nb, nnei), generator=g)]
-    real = torch.rand(nb, nnei, generator=g) > 0.35
-    if nb > 0 and nnei > 0:
-        real[0] = False
-    if nb > 1 and nnei > 0:
-        real[1] = False
-        real[1, nnei - 1] = True
-    if nb > 2:
-        real[2] = True
-        if nnei > 1:
-            nbr[2, 1] = nbr[2, 0]
+    real = real_mask(nb, nnei, g)
+    if nb > 2 and nnei > 1:
+        nbr[2, 1] = nbr[2, 0]
     w = 0.05 + 0.95 * torch.rand(nb, nnei, generator=g, dtype=torch.float64)
     if nb > 3 and nnei > 1:
         real[3, 1] = True  # real though its weight (a switch) rounded to zero at the cutoff
@@ -114,12 +107,6 @@ def dense(t):
     return (w.unsqueeze(-1) * a * xg).sum(1), hx
 
 
-def rel(x, ref, scale=1.0):
-    """Largest difference over the largest reference value; over `scale` (the case's largest reference value
-    of any kind) where the reference is identically zero (no slot, no real neighbour)."""
-    if not ref.numel():
-        return 0.0
-    return float((x.double() - ref.double()).abs().max()) / (float(ref.double().abs().max()) or scale)
 
 
 def grads(f, t, g_out):
@@ -146,25 +133,7 @@ SIZES = [(6, 7, 3), (3, 0, 17), (4, 1, 1), (6, 12, 128), (5, 9, 17), (0, 5, 3), 
          (37, 6, 128), (9, 20, 3)]
 
 
-class NeighborSumsTest(unittest.TestCase):
-    worst = {}
-
-    @classmethod
-    def tearDownClass(cls):
-        for key, err in sorted(cls.worst.items()):
-            print(f"largest relative error {key}: {err:.2e}")
-
-    def record(self, key, err):
-        self.worst[key] = max(self.worst.get(key, 0.0), err)
-
-    def test_instruction_set(self):
-        isa = torch.ops.deepmd_kernels.instruction_set()
-        if os.environ.get("DEEPMD_KERNELS_ISA") == "baseline":
-            self.assertEqual(isa, "baseline (SSE2)")
-        else:
-            self.assertIn(isa, ("AVX-512", "AVX2+FMA", "baseline (SSE2)"))
-        print("kernels' instruction set:", isa)
-
+class NeighborSumsTest(WorstErrors, unittest.TestCase):
     def compare(self, dtype, tol, gtol, size, has_a, seed=0, which=(True, True), project=0):
         nb, nnei, f = size
         t = inputs(nb, nnei, f, dtype, seed, has_a=has_a, project=project)

@@ -8,12 +8,12 @@ TorchScript.
 Usage: repflow_angle_test.py OPS_LIBRARY."""
 
 import math
-import os
 import unittest
 
 import torch
 
 from tests import unittest_main
+from tests.ops.kernel_checks import WorstErrors
 from deepmd.dpkit.network import Activation
 
 ACTIVATIONS = ["none", "tanh", "silu", "silut:3.0", "silut:10.0"]
@@ -93,17 +93,7 @@ def grads(f, t, g_red, g_new):
                                         for k, g in zip(DIFFERENTIABLE, out)]
 
 
-class RepflowAngleTest(unittest.TestCase):
-    def test_instruction_set(self):
-        # The build these tests exercise: DEEPMD_KERNELS_ISA=baseline (the *_baseline_test targets) must
-        # select the SSE2 one whatever the CPU; otherwise the CPU's widest.
-        isa = torch.ops.deepmd_kernels.instruction_set()
-        if os.environ.get("DEEPMD_KERNELS_ISA") == "baseline":
-            self.assertEqual(isa, "baseline (SSE2)")
-        else:
-            self.assertIn(isa, ("AVX-512", "AVX2+FMA", "baseline (SSE2)"))
-        print("kernels' instruction set:", isa)
-
+class RepflowAngleTest(WorstErrors, unittest.TestCase):
     SIZES = [(5, 7, 4, 6), (3, 0, 4, 6), (3, 1, 3, 5), (4, 12, 16, 32), (2, 9, 8, 16), (6, 5, 1, 1)]
 
     def compare(self, dtype, tol, act_name, size, alpha=1.0, seed=0):

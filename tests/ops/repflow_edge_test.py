@@ -8,12 +8,12 @@ refused; bad shapes and rows are refused; the op runs inside TorchScript.
 Usage: repflow_edge_test.py OPS_LIBRARY."""
 
 import math
-import os
 import unittest
 
 import torch
 
 from tests import unittest_main
+from tests.ops.kernel_checks import WorstErrors
 from deepmd.dpkit.network import Activation
 
 ACTIVATIONS = ["none", "tanh", "silu", "silut:3.0", "silut:10.0"]
@@ -83,17 +83,7 @@ def grads(f, t, upstream):
                                         for k, x in zip(DIFFERENTIABLE, got)]
 
 
-class RepflowEdgeTest(unittest.TestCase):
-    def test_instruction_set(self):
-        # The build these tests exercise: DEEPMD_KERNELS_ISA=baseline (the *_baseline_test targets) must
-        # select the SSE2 one whatever the CPU; otherwise the CPU's widest.
-        isa = torch.ops.deepmd_kernels.instruction_set()
-        if os.environ.get("DEEPMD_KERNELS_ISA") == "baseline":
-            self.assertEqual(isa, "baseline (SSE2)")
-        else:
-            self.assertIn(isa, ("AVX-512", "AVX2+FMA", "baseline (SSE2)"))
-        print("kernels' instruction set:", isa)
-
+class RepflowEdgeTest(WorstErrors, unittest.TestCase):
     # (nb, nnei, e, n, heads x n + self width, message width, rows)
     SIZES = [(5, 7, 4, 6, 10, 6, 9), (3, 0, 4, 6, 10, 6, 4), (3, 1, 3, 5, 8, 5, 2), (6, 24, 16, 32, 48, 32, 20),
              (4, 9, 8, 16, 40, 32, 3), (4, 6, 4, 6, 6, 6, 8), (2, 5, 1, 1, 2, 1, 1)]

@@ -16,12 +16,12 @@ head counts and dtypes are refused; the op runs inside TorchScript.
 Usage: repformer_attention_test.py OPS_LIBRARY."""
 
 import math
-import os
 import unittest
 
 import torch
 
 from tests import unittest_main
+from tests.ops.kernel_checks import WorstErrors, real_mask, rel
 
 ORDER = ["g2", "h2", "sw", "mask", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo"]
 DIFFERENTIABLE = ["g2", "h2", "sw"]  # also the per-slot inputs: the ones padded slots have
@@ -40,14 +40,7 @@ def inputs(nb, nnei, ng2, nh, nd, nv, dtype, seed, sw_one=False, bias=True):
     def r(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
 
-    real = torch.rand(nb, nnei, generator=g) > 0.35
-    if nb > 0 and nnei > 0:
-        real[0] = False
-    if nb > 1 and nnei > 0:
-        real[1] = False
-        real[1, nnei - 1] = True
-    if nb > 2:
-        real[2] = True
+    real = real_mask(nb, nnei, g)
     sw = 0.05 + 0.95 * torch.rand(nb, nnei, generator=g, dtype=torch.float64)
     if nb > 3 and nnei > 1:
         real[3, 1] = True  # real though its switch rounded to zero at the cutoff
@@ -124,13 +117,6 @@ def dense(t, nh, gate, smooth, shift=SHIFT):
     return t["bo"] + torch.matmul(o, t["wo"])
 
 
-def rel(x, ref, scale=1.0):
-    """Largest difference over the largest reference value; over `scale` (the case's largest reference value
-    of any kind) where the reference is identically zero: d/dh2 of a centre whose only key is itself
-    without the gate, say, is zero in exact arithmetic, a few ulps in the kernel's FMAs."""
-    if not ref.numel():
-        return 0.0
-    return float((x.double() - ref.double()).abs().max()) / (float(ref.double().abs().max()) or scale)
 
 
 def grads(f, t, g_out):
@@ -146,25 +132,7 @@ SIZES = [(6, 7, 7, 2, 5, 3), (3, 0, 4, 2, 5, 3), (0, 4, 4, 2, 5, 3), (4, 1, 4, 1
 MODES = [(gate, smooth) for gate in (True, False) for smooth in (True, False)]
 
 
-class RepformerAttentionTest(unittest.TestCase):
-    worst = {}
-
-    @classmethod
-    def tearDownClass(cls):
-        for key, err in sorted(cls.worst.items()):
-            print(f"largest relative error {key}: {err:.2e}")
-
-    def record(self, key, err):
-        self.worst[key] = max(self.worst.get(key, 0.0), err)
-
-    def test_instruction_set(self):
-        isa = torch.ops.deepmd_kernels.instruction_set()
-        if os.environ.get("DEEPMD_KERNELS_ISA") == "baseline":
-            self.assertEqual(isa, "baseline (SSE2)")
-        else:
-            self.assertIn(isa, ("AVX-512", "AVX2+FMA", "baseline (SSE2)"))
-        print("kernels' instruction set:", isa)
-
+class RepformerAttentionTest(WorstErrors, unittest.TestCase):
     def compare(self, dtype, tol, gtol, size, gate, smooth, shift=SHIFT, seed=0, sw_one=False, bias=True):
         nb, nnei, ng2, nh, nd, nv = size
         t = inputs(nb, nnei, ng2, nh, nd, nv, dtype, seed, sw_one=sw_one, bias=bias)

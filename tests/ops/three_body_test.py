@@ -19,12 +19,12 @@ and dtypes are refused; the op runs inside TorchScript.
 Usage: three_body_test.py OPS_LIBRARY."""
 
 import math
-import os
 import unittest
 
 import torch
 
 from tests import unittest_main
+from tests.ops.kernel_checks import WorstErrors, real_mask, rel
 from deepmd.dpkit.network import Activation
 
 ORDER = ["r", "mask", "pj", "pk", "params"]
@@ -46,14 +46,7 @@ def inputs(nb, nnei, h0, dtype, seed, scale=1.0):
     def r(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
 
-    real = torch.rand(nb, nnei, generator=g) > 0.35
-    if nb > 0 and nnei > 0:
-        real[0] = False
-    if nb > 1 and nnei > 0:
-        real[1] = False
-        real[1, nnei - 1] = True
-    if nb > 2:
-        real[2] = True
+    real = real_mask(nb, nnei, g)
     rr = r(nb, nnei, 3, scale=0.6)
     if nb > 3 and nnei > 1:
         real[3, 1] = True
@@ -150,12 +143,6 @@ def with_nan_padding(t):
     return padded_like(t, lambda x: torch.full_like(x, float("nan")))
 
 
-def rel(x, ref, scale=1.0):
-    """Largest difference over the largest reference value; over `scale` (the case's largest reference value
-    of any kind) where the reference is identically zero (no real slot, say)."""
-    if not ref.numel():
-        return 0.0
-    return float((x.double() - ref.double()).abs().max()) / (float(ref.double().abs().max()) or scale)
 
 
 def grads(f, t, g_out):
@@ -178,25 +165,7 @@ def case(nb, nnei, widths, dtype, seed, idt=True, scale=1.0):
 SIZES = [(6, 7), (3, 0), (4, 1), (0, 5), (6, 12), (5, 20), (6, 5), (37, 15)]
 
 
-class ThreeBodyTest(unittest.TestCase):
-    worst = {}
-
-    @classmethod
-    def tearDownClass(cls):
-        for key, err in sorted(cls.worst.items()):
-            print(f"largest relative error {key}: {err:.2e}")
-
-    def record(self, key, err):
-        self.worst[key] = max(self.worst.get(key, 0.0), err)
-
-    def test_instruction_set(self):
-        isa = torch.ops.deepmd_kernels.instruction_set()
-        if os.environ.get("DEEPMD_KERNELS_ISA") == "baseline":
-            self.assertEqual(isa, "baseline (SSE2)")
-        else:
-            self.assertIn(isa, ("AVX-512", "AVX2+FMA", "baseline (SSE2)"))
-        print("kernels' instruction set:", isa)
-
+class ThreeBodyTest(WorstErrors, unittest.TestCase):
     def compare(self, dtype, tol, gtol, size, net, act_name, seed=0, idt=True, scale=1.0):
         nb, nnei = size
         widths, residual = net
