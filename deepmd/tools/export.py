@@ -187,6 +187,8 @@ def export_tree(tree: dict, source: dict, out_path: str) -> dict:
     for layer, how in formulation.items():
         if how.startswith("reference: "):
             print(f"export: {layer}: no fused kernel for its options, {how}", file=sys.stderr)
+        elif how.startswith("fused; "):  # part of the layer stays on the reference
+            print(f"export: {layer}: {how}", file=sys.stderr)
     summary = descriptor_summary(energy_model(model).descriptor)
     graph_names = ["regular"] + (["with_comm"] if energy_model(model).descriptor.exchanged_widths() else [])
     summary["layer_formulation"] = {name: formulation for name in graph_names}
