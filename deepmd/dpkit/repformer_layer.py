@@ -10,10 +10,9 @@ switch sw [nf, nloc, nnei] (0 at padded slots). Attention maps are kept head-maj
 
 from typing import Any, Dict, List, Tuple
 
-from torch.jit import Final
-
 import numpy as np
 import torch
+from torch.jit import Final
 
 from deepmd.dpkit.network import Activation, Layer, LayerNorm
 from deepmd.dpkit.serialization import UnsupportedModel, check_version, require, variables
