@@ -111,7 +111,7 @@ def set_layer_formulation(model: torch.nn.Module, fused: bool) -> Dict[str, str]
         why = {layer.where: layer.fused_unsupported() for layer in layers} if fused else {}
         blocking = [f"{where}: {w}" for where, w in why.items() if w]
         on = fused and not blocking
-        descriptor.fused_angles = on and descriptor.update_angle
+        descriptor.fused_env = on
         for layer in layers:
             layer.fused = on
             if on:

@@ -9,7 +9,7 @@ normalisers stay the model's constants, so the static (e_sel/a_sel) and dynamic-
 The layer is in repflow_layer.py."""
 
 import math
-from typing import Any, Dict, Final, List, Optional
+from typing import Any, Dict, Final, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -48,13 +48,14 @@ def used_width(real: torch.Tensor) -> int:
 
 
 class DescrptDPA3(Descriptor):
-    # Every layer's angle path through deepmd_kernels::repflow_angle, the angles packed to real pairs
+    # The geometry (environment matrix, switches, angle list and its cosines) through
+    # deepmd_kernels::repflow_env, the angles packed to real pairs for the fused layers
     # (build.set_layer_formulation sets it with the layers' `fused`; Final: one branch is compiled).
-    fused_angles: Final[bool]
+    fused_env: Final[bool]
 
     def __init__(self, node: Dict[str, Any], ntypes: int, where: str = "model.descriptor"):
         super().__init__()
-        self.fused_angles = False
+        self.fused_env = False
         if node.get("type") != "dpa3":
             raise UnsupportedModel(f"{where}: descriptor type {node.get('type')!r} is not dpa3")
         check_version(node, where, 1, 2)
@@ -168,6 +169,63 @@ class DescrptDPA3(Descriptor):
     def exchanged_widths(self) -> List[int]:
         return [self.n_dim] * self.nlayers
 
+    def geometry(self, coord: torch.Tensor, atype_local: torch.Tensor, nlist: torch.Tensor,
+                 mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                              torch.Tensor]:
+        """(h2sw [nf,nloc,N,3], sw [nf,nloc,N], the edge embedding's input [nf,nloc,N], a_mask and a_sw
+        [nf,nloc,A], the angle embedding) of the reference formulation: D1-D4."""
+        nf, nloc, nnei = nlist.shape[0], nlist.shape[1], nlist.shape[2]
+        # D1: edge environment matrix (normalised with the stored davg/dstd), switch, masked diff.
+        env_e, diff, sw = env.env_mat(coord, nlist, self.e_rcut, self.e_rcut_smth, self.protection,
+                                      self.use_exp_switch)
+        dmatrix = env.normalize(env_e, atype_local, self.davg[:, :nnei], self.dstd[:, :nnei])
+        h2 = dmatrix[..., 1:]
+        h2sw = torch.where(mask.unsqueeze(-1), h2 * sw.unsqueeze(-1), torch.zeros_like(h2))
+        edge_in = env.safe_norm(diff) if self.edge_init_use_dist else dmatrix[..., 0]
+        # D2/D3: angle list = first a_sel entries with r < a_rcut (strict), its own switch; angle init.
+        if self.update_angle:
+            ncut = min(self.a_sel, nnei)
+            a_real = mask[:, :, :ncut] & (env.safe_norm(diff[:, :, :ncut]) < self.a_rcut)
+            nang = used_width(a_real)
+            a_mask = a_real[:, :, :nang]
+            a_nlist = torch.where(a_mask, nlist[:, :, :nang], torch.full_like(nlist[:, :, :nang], -1))
+            _, a_diff, a_sw = env.env_mat(coord, a_nlist, self.a_rcut, self.a_rcut_smth, self.protection,
+                                          self.use_exp_switch)
+            unit = a_diff / (env.safe_norm(a_diff).unsqueeze(-1) + 1e-6)
+            cosine = torch.matmul(unit, unit.transpose(-1, -2)) * (1 - 1e-6)
+            angle = self.angle_embd((cosine / self.sqrt_pi).unsqueeze(-1))
+        else:
+            a_mask, a_sw, angle = self.no_angles(nf, nloc, coord)
+        return h2sw, sw, edge_in, a_mask, a_sw, angle
+
+    def fused_geometry(self, coord: torch.Tensor, atype_local: torch.Tensor, nbr: torch.Tensor,
+                       frame: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                     torch.Tensor, torch.Tensor]:
+        """geometry() through deepmd_kernels::repflow_env: the angle embedding of the real pairs only,
+        packed (pack_angles' order)."""
+        nf, nloc, nnei, nall = nbr.shape[0], nbr.shape[1], nbr.shape[2], coord.shape[1]
+        nb = nf * nloc
+        centre = (torch.arange(nloc, dtype=nbr.dtype, device=nbr.device).reshape(1, nloc, 1) + frame).reshape(nb)
+        h2sw, sw, edge_in, a_mask, a_sw, cosine = torch.ops.deepmd_kernels.repflow_env(
+            coord.reshape(nf * nall, 3), nbr.reshape(nb, nnei), centre, atype_local.reshape(nb),
+            self.davg[:, :nnei], self.dstd[:, :nnei], self.e_rcut, self.e_rcut_smth, self.a_rcut, self.a_rcut_smth,
+            self.a_sel if self.update_angle else 0, self.protection, self.use_exp_switch, self.edge_init_use_dist)
+        if self.update_angle:
+            nang = a_mask.shape[1]
+            a_mask, a_sw = a_mask.reshape(nf, nloc, nang), a_sw.reshape(nf, nloc, nang)
+            angle = self.angle_embd((cosine / self.sqrt_pi).unsqueeze(-1))
+        else:
+            a_mask, a_sw, angle = self.no_angles(nf, nloc, coord)
+        return (h2sw.reshape(nf, nloc, nnei, 3), sw.reshape(nf, nloc, nnei), edge_in.reshape(nf, nloc, nnei), a_mask,
+                a_sw, angle)
+
+    def no_angles(self, nf: int, nloc: int, coord: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Without update_angle: an empty angle list of one slot."""
+        a_mask = torch.zeros(nf, nloc, 1, dtype=torch.bool, device=coord.device)
+        a_sw = torch.zeros(nf, nloc, 1, dtype=coord.dtype, device=coord.device)
+        angle = torch.zeros(nf, nloc, 1, 1, self.a_dim, dtype=coord.dtype, device=coord.device)
+        return a_mask, a_sw, angle
+
     def forward(self, coord: torch.Tensor, atype: torch.Tensor, nlist: torch.Tensor, mapping: Optional[torch.Tensor],
                 plan: Optional[torch.Tensor]) -> torch.Tensor:
         coord = coord.to(self.dtype)
@@ -180,47 +238,19 @@ class DescrptDPA3(Descriptor):
         mask = nlist >= 0
         atype_local = atype[:, :nloc]
 
-        # D1: edge environment matrix (normalised with the stored davg/dstd), switch, masked diff.
-        env_e, diff, sw = env.env_mat(coord, nlist, self.e_rcut, self.e_rcut_smth, self.protection,
-                                      self.use_exp_switch)
-        dmatrix = env.normalize(env_e, atype_local, self.davg[:, :nnei], self.dstd[:, :nnei])
-        h2 = dmatrix[..., 1:]
-        h2sw = torch.where(mask.unsqueeze(-1), h2 * sw.unsqueeze(-1), torch.zeros_like(h2))
-
-        # D4: node and edge initialisation.
+        frame = torch.arange(nf, dtype=nlist.dtype, device=nlist.device).reshape(nf, 1, 1) * nall
+        nbr = torch.where(mask, nlist + frame, torch.full_like(nlist, -1))
         tebd_local = self.tebd[torch.where(atype_local >= 0, atype_local, torch.full_like(atype_local, self.ntypes))]
         node = self.act(tebd_local)
-        if self.edge_init_use_dist:
-            edge = self.edge_embd(env.safe_norm(diff).unsqueeze(-1))
+        if self.fused_env:
+            h2sw, sw, edge_in, a_mask, a_sw, angle = self.fused_geometry(coord, atype_local, nbr, frame)
+            nang = a_mask.shape[2]
         else:
-            edge = self.act(self.edge_embd(dmatrix[..., :1]))
-
-        # D2/D3: angle list = first a_sel entries with r < a_rcut (strict), its own switch; angle init.
-        if self.update_angle:
-            ncut = min(self.a_sel, nnei)
-            a_real = mask[:, :, :ncut] & (env.safe_norm(diff[:, :, :ncut]) < self.a_rcut)
-            nang = used_width(a_real)
-            a_mask = a_real[:, :, :nang]
-            a_nlist = torch.where(a_mask, nlist[:, :, :nang], torch.full_like(nlist[:, :, :nang], -1))
-            _, a_diff, a_sw = env.env_mat(coord, a_nlist, self.a_rcut, self.a_rcut_smth, self.protection,
-                                          self.use_exp_switch)
-            unit = a_diff / (env.safe_norm(a_diff).unsqueeze(-1) + 1e-6)
-            if self.fused_angles:
-                # real pairs only, packed (pack_angles' row-major order, as nonzero's): the same cosines
-                pair = a_mask.unsqueeze(-1) & a_mask.unsqueeze(-2)
-                pairs = pair.reshape(-1).nonzero().squeeze(1)
-                unit_rows = unit.reshape(-1, 3)
-                row_j = torch.div(pairs, nang, rounding_mode="floor")
-                row_k = torch.div(pairs, nang * nang, rounding_mode="floor") * nang + pairs % nang
-                cosine = (unit_rows[row_j] * unit_rows[row_k]).sum(-1) * (1 - 1e-6)
-            else:
-                cosine = torch.matmul(unit, unit.transpose(-1, -2)) * (1 - 1e-6)
-            angle = self.angle_embd((cosine / self.sqrt_pi).unsqueeze(-1))
-        else:
-            nang = 1
-            a_mask = torch.zeros(nf, nloc, nang, dtype=torch.bool, device=nlist.device)
-            a_sw = torch.zeros(nf, nloc, nang, dtype=coord.dtype, device=coord.device)
-            angle = torch.zeros(nf, nloc, nang, nang, self.a_dim, dtype=coord.dtype, device=coord.device)
+            h2sw, sw, edge_in, a_mask, a_sw, angle = self.geometry(coord, atype_local, nlist, mask)
+            nang = a_mask.shape[2]
+        edge = self.edge_embd(edge_in.unsqueeze(-1))
+        if not self.edge_init_use_dist:
+            edge = self.act(edge)
         if nnei > nang:
             full_mask = torch.cat([a_mask, torch.zeros(nf, nloc, nnei - nang, dtype=torch.bool,
                                                        device=a_mask.device)], dim=2)
@@ -228,9 +258,7 @@ class DescrptDPA3(Descriptor):
             full_mask = a_mask
 
         # D5-D11: layers; ghosts' node features are filled before each one.
-        frame = torch.arange(nf, dtype=nlist.dtype, device=nlist.device).reshape(nf, 1, 1) * nall
         flat_index = (torch.where(mask, nlist, torch.zeros_like(nlist)) + frame).reshape(-1)
-        nbr = torch.where(mask, nlist + frame, torch.full_like(nlist, -1))
         for i, layer in enumerate(self.layers):
             node_ext = self.ghosts(node, nall, mapping, plan)
             node, edge, angle = layer(node, node_ext, edge, angle, h2sw, sw, flat_index, nbr, a_mask, a_sw,
