@@ -9,7 +9,7 @@ never the padded width. Linears of concatenations are evaluated block by block (
 optim_update; identical math): per-atom and per-edge parts are multiplied before they are broadcast, so
 no [nloc, A, A, n_dim + 2 e_dim] concatenation is ever formed."""
 
-from typing import Any, Dict, Final, List, Tuple
+from typing import Any, Dict, Final, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -253,6 +253,20 @@ class RepFlowLayer(torch.nn.Module):
         for k in ("w0", "w1", "w2"):
             self.register_buffer("fused_" + k, torch.cat([getattr(nel, k), getattr(esl, k)], dim=1).contiguous())
         self.register_buffer("fused_b", torch.cat([nel.b, esl.b]))
+        # The edge kernel's update: edge_new = alpha edge + r0 ⊙ eself + r1 ⊙ eang (the combine of the
+        # update_style over the edge self update and, with update_angle, the angle one).
+        updates = 2 if ua else 1
+        if self.style == 2:
+            self.fused_edge_alpha = 1.0
+            r0 = self.e_residual[0].clone()
+            r1 = self.e_residual[1].clone() if ua else torch.zeros(e, dtype=dtype)
+        else:
+            self.fused_edge_alpha = (1.0 / (updates + 1) ** 0.5) if self.style == 0 else 1.0
+            scale = (1.0 / (updates + 1) ** 0.5) if self.style == 0 else 1.0 / updates ** 0.5
+            r0 = torch.full([e], scale, dtype=dtype)
+            r1 = torch.full([e], scale if ua else 0.0, dtype=dtype)
+        self.register_buffer("fused_edge_r0", r0)
+        self.register_buffer("fused_edge_r1", r1)
 
     def fused_unsupported(self) -> str:
         """Why the kernels cannot compute this layer ('' when it can). Python only (never scripted)."""
@@ -360,12 +374,11 @@ class RepFlowLayer(torch.nn.Module):
         reduced = torch.where(full_mask.unsqueeze(-1), reduced, fallback)  # e_ij beyond the angle list
         return self.act(self.edge_angle_linear2(reduced))
 
-    def fused_angle(self, angle: torch.Tensor, node_a: torch.Tensor, edge_a: torch.Tensor, fallback: torch.Tensor,
-                    a_mask: torch.Tensor, a_sw: torch.Tensor,
-                    full_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(edge_angle_update, combined angle) of the parallel update through the kernel, on packed angles
-        [pairs, a_dim] (pack_angles): the per-(i, j) and per-(i, k) parts of both angle linears are small
-        products here; the per-angle work is the op's."""
+    def fused_angle(self, angle: torch.Tensor, node_a: torch.Tensor, edge_a: torch.Tensor, a_mask: torch.Tensor,
+                    a_sw: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(m [nf,nloc,A,e_dim] of edge_angle_update, combined angle) of the parallel update through the
+        kernel, on packed angles [pairs, a_dim] (pack_angles): the per-(i, j) and per-(i, k) parts of both
+        angle linears are small products here; the per-angle work is the op's."""
         nf, nloc, nang, a = a_mask.shape[0], a_mask.shape[1], a_mask.shape[2], angle.shape[1]
         l1, l2 = self.edge_angle_linear1, self.angle_self_linear
         pe = torch.matmul(edge_a, l1.w3) + (torch.matmul(node_a, l1.w1) + l1.b).unsqueeze(2)
@@ -376,14 +389,15 @@ class RepFlowLayer(torch.nn.Module):
             torch.matmul(edge_a, l1.w2).reshape(nb, nang, self.e_dim), l1.w0, pa.reshape(nb, nang, a),
             torch.matmul(edge_a, l2.w2).reshape(nb, nang, a), l2.w0, self.fused_res, self.fused_alpha,
             self.act.kind, self.act.threshold, self.act.slope, self.act.const, self.a_scale, self.angles_read)
-        eang = self.edge_angle_finish(reduced.reshape(nf, nloc, nang, self.e_dim), fallback, full_mask)
-        return eang, angle_new if self.angles_read else angle
+        return reduced.reshape(nf, nloc, nang, self.e_dim), angle_new if self.angles_read else angle
 
     def fused_edges(self, node: torch.Tensor, node_ext: torch.Tensor, edge: torch.Tensor, h2sw: torch.Tensor,
-                    sw: torch.Tensor, nbr: torch.Tensor,
-                    node_only: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                    sw: torch.Tensor, nbr: torch.Tensor, node_only: bool,
+                    head: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(messages [nf,nloc,heads x n], edge self update [nf,nloc,N,e] (empty when node_only), h2ᵀ(g⊙sw)
-        of edges and of neighbour nodes) through the kernel: per edge, one product of the two linears."""
+        of edges and of neighbour nodes) through the kernel: per edge, one product of the two linears.
+        With `head` (the angle update's φ(edge_angle_linear2(m)) on the angle slots, smooth_edge_update),
+        the second output is the layer's new edge instead: the combine runs in the kernel."""
         nf, nloc, nnei = edge.shape[0], edge.shape[1], edge.shape[2]
         nb, n = nf * nloc, self.n_dim
         if node_only:
@@ -392,27 +406,53 @@ class RepFlowLayer(torch.nn.Module):
         else:
             w0, w1, w2, b = self.fused_w0, self.fused_w1, self.fused_w2, self.fused_b
         ext = node_ext.reshape(-1, n)
-        msg, eself, h2t_edge, h2t_node = torch.ops.deepmd_kernels.repflow_edge(
-            edge.reshape(nb, nnei, self.e_dim), nbr.reshape(nb, nnei), sw.reshape(nb, nnei),
-            h2sw.reshape(nb, nnei, 3), ext, torch.matmul(ext, w1), torch.matmul(node.reshape(nb, n), w0) + b, w2,
-            self.nheads * n, self.act.kind, self.act.threshold, self.act.slope, self.act.const, self.e_norm)
+        edge_b, nbr_b, sw_b, h2sw_b = edge.reshape(nb, nnei, self.e_dim), nbr.reshape(nb, nnei), sw.reshape(nb, nnei), \
+            h2sw.reshape(nb, nnei, 3)
+        p, q = torch.matmul(ext, w1), torch.matmul(node.reshape(nb, n), w0) + b
+        act = self.act
+        if head is None:
+            msg, eself, h2t_edge, h2t_node = torch.ops.deepmd_kernels.repflow_edge(
+                edge_b, nbr_b, sw_b, h2sw_b, ext, p, q, w2, self.nheads * n, act.kind, act.threshold, act.slope,
+                act.const, self.e_norm)
+        else:
+            r1 = self.fused_edge_r1
+            tail = r1 * self.edge_angle_tail(edge) if self.update_angle else torch.zeros_like(r1)
+            msg, eself, h2t_edge, h2t_node = torch.ops.deepmd_kernels.repflow_edge_update(
+                edge_b, nbr_b, sw_b, h2sw_b, ext, p, q, w2, self.nheads * n, act.kind, act.threshold, act.slope,
+                act.const, self.e_norm, (head * r1).reshape(nb, head.shape[2], self.e_dim), tail, self.fused_edge_r0,
+                self.fused_edge_alpha)
         return (msg.reshape(nf, nloc, self.nheads * n), eself.reshape(nf, nloc, nnei, eself.shape[2]),
                 h2t_edge.reshape(nf, nloc, 3, self.e_dim), h2t_node.reshape(nf, nloc, 3, n))
+
+    def edge_angle_tail(self, edge: torch.Tensor) -> torch.Tensor:
+        """φ(edge_angle_linear2(0)) [e_dim]: smooth_edge_update's angle update beyond the angle list."""
+        zero = torch.zeros(1, edge.shape[3], dtype=edge.dtype, device=edge.device)
+        return self.act(self.edge_angle_linear2(zero)).reshape(edge.shape[3])
 
     def fused_forward(self, node: torch.Tensor, node_ext: torch.Tensor, edge: torch.Tensor, angle: torch.Tensor,
                       h2sw: torch.Tensor, sw: torch.Tensor, nbr: torch.Tensor, a_mask: torch.Tensor,
                       a_sw: torch.Tensor, full_mask: torch.Tensor,
                       node_only: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The parallel update through the kernels (angles packed, pack_angles)."""
-        msg, eself, h2t_edge, h2t_node = self.fused_edges(node, node_ext, edge, h2sw, sw, nbr, node_only)
-        node_new = self.node_combine(node, h2t_edge, h2t_node, msg)
+        """The parallel update through the kernels (angles packed, pack_angles). With smooth_edge_update
+        (or without update_angle) the edge kernel also forms the new edge."""
         if node_only:
-            return node_new, edge, angle
+            msg, _, h2t_edge, h2t_node = self.fused_edges(node, node_ext, edge, h2sw, sw, nbr, True, None)
+            return self.node_combine(node, h2t_edge, h2t_node, msg), edge, angle
+        nf, nloc = edge.shape[0], edge.shape[1]
         if self.update_angle:
             node_a, edge_a = self.angle_inputs(node, edge, a_mask)
-            eang, angle_new = self.fused_angle(angle, node_a, edge_a, edge, a_mask, a_sw, full_mask)
+            reduced, angle_new = self.fused_angle(angle, node_a, edge_a, a_mask, a_sw)
+            if self.smooth:
+                head = self.act(self.edge_angle_linear2(reduced))
+                msg, edge_new, h2t_edge, h2t_node = self.fused_edges(node, node_ext, edge, h2sw, sw, nbr, False, head)
+                return self.node_combine(node, h2t_edge, h2t_node, msg), edge_new, angle_new
+            msg, eself, h2t_edge, h2t_node = self.fused_edges(node, node_ext, edge, h2sw, sw, nbr, False, None)
+            eang = self.edge_angle_finish(reduced, edge, full_mask)
+            node_new = self.node_combine(node, h2t_edge, h2t_node, msg)
             return node_new, self.combine(edge, [eself, eang], self.e_residual), angle_new
-        return node_new, self.combine(edge, [eself], self.e_residual), angle
+        no_angles = torch.zeros(nf, nloc, 0, self.e_dim, dtype=edge.dtype, device=edge.device)
+        msg, edge_new, h2t_edge, h2t_node = self.fused_edges(node, node_ext, edge, h2sw, sw, nbr, False, no_angles)
+        return self.node_combine(node, h2t_edge, h2t_node, msg), edge_new, angle
 
     def forward(self, node: torch.Tensor, node_ext: torch.Tensor, edge: torch.Tensor, angle: torch.Tensor,
                 h2sw: torch.Tensor, sw: torch.Tensor, flat_index: torch.Tensor, nbr: torch.Tensor,

@@ -58,8 +58,8 @@ CheckedEnv Check(const at::Tensor& coord, const at::Tensor& nbr, const at::Tenso
   const int64_t ntypes = davg.size(0);
   auto values = [&](const at::Tensor& t, const char* name) {
     TORCH_CHECK(t.sizes() == davg.sizes(), kOp, ": ", name, " must have shape ", davg.sizes(), ", got ", t.sizes());
-    TORCH_CHECK(t.scalar_type() == coord.scalar_type() && t.device().is_cpu(), kOp, ": ", name, " is ",
-                t.scalar_type(), " on ", t.device(), ", coord is ", coord.scalar_type(), " (CPU tensors only)");
+    TORCH_CHECK(t.scalar_type() == coord.scalar_type() && t.device().is_cpu(), kOp, ": ", name, " is ", t.scalar_type(),
+                " on ", t.device(), ", coord is ", coord.scalar_type(), " (CPU tensors only)");
     TORCH_CHECK(!t.requires_grad(), kOp, ": ", name, " requires grad; the op differentiates the coordinates only");
     return t.contiguous();
   };
@@ -151,11 +151,10 @@ class RepflowEnvFunction : public torch::autograd::Function<RepflowEnvFunction> 
                                const at::Tensor& dstd, double e_rcut, double e_rcut_smth, double a_rcut,
                                double a_rcut_smth, int64_t a_sel, double protection, bool exp_switch, bool edge_dist) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    static const auto op =
-        c10::Dispatcher::singleton().findSchemaOrThrow(kOp, "").typed<decltype(RepflowEnvCpu)>();
-    auto [h2sw, sw, edge_in, a_mask, a_sw, cosine] = op.call(coord, nbr, centre, ctype, davg, dstd, e_rcut,
-                                                             e_rcut_smth, a_rcut, a_rcut_smth, a_sel, protection,
-                                                             exp_switch, edge_dist);
+    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(kOp, "").typed<decltype(RepflowEnvCpu)>();
+    auto [h2sw, sw, edge_in, a_mask, a_sw, cosine] =
+        op.call(coord, nbr, centre, ctype, davg, dstd, e_rcut, e_rcut_smth, a_rcut, a_rcut_smth, a_sel, protection,
+                exp_switch, edge_dist);
     ctx->save_for_backward({coord, nbr, centre, ctype, davg, dstd, a_mask});
     ctx->saved_data["e_rcut"] = e_rcut;
     ctx->saved_data["e_rcut_smth"] = e_rcut_smth;
@@ -175,10 +174,10 @@ class RepflowEnvFunction : public torch::autograd::Function<RepflowEnvFunction> 
                 "formulation (export --reference-layers) for that");
     const variable_list s = ctx->get_saved_variables();
     const CheckedEnv c = Check(s[0], s[1], s[2], s[3], s[4], s[5]);
-    const Options o{ctx->saved_data["e_rcut"].toDouble(),      ctx->saved_data["e_rcut_smth"].toDouble(),
-                    ctx->saved_data["a_rcut"].toDouble(),      ctx->saved_data["a_rcut_smth"].toDouble(),
-                    ctx->saved_data["protection"].toDouble(),  ctx->saved_data["a_sel"].toInt(),
-                    ctx->saved_data["exp_switch"].toBool(),    ctx->saved_data["edge_dist"].toBool()};
+    const Options o{ctx->saved_data["e_rcut"].toDouble(),     ctx->saved_data["e_rcut_smth"].toDouble(),
+                    ctx->saved_data["a_rcut"].toDouble(),     ctx->saved_data["a_rcut_smth"].toDouble(),
+                    ctx->saved_data["protection"].toDouble(), ctx->saved_data["a_sel"].toInt(),
+                    ctx->saved_data["exp_switch"].toBool(),   ctx->saved_data["edge_dist"].toBool()};
     const at::Tensor a_mask = s[6].contiguous();
     const int64_t nb = c.nbr.size(0);
     at::Tensor offset = at::empty({nb + 1}, at::kLong);

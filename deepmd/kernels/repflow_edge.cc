@@ -97,7 +97,22 @@ __attribute__((always_inline)) inline void ForwardRange(const EdgeInputs<T>& in,
       const T* __restrict yk = s.y.data() + k * f;
       for (int64_t o = 0; o < m; ++o) msg[o] += c * yk[o];
     }
-    if (se > 0) {
+    if (se > 0 && in.self_scale) {  // edge_new = alpha edge + self_scale y[m:] + (head or tail)
+      T* edge_new = out.eself + b * N * e;
+      const T* __restrict edge = in.edge + b * N * e;
+      const T* __restrict scale = in.self_scale;
+      const T alpha = in.alpha;
+      for (int64_t j = 0; j < N; ++j) {
+        const T* __restrict angle = j < in.nang ? in.head + (b * in.nang + j) * e : in.tail;
+        T* __restrict row = edge_new + j * e;
+        for (int64_t o = 0; o < e; ++o) row[o] = alpha * edge[j * e + o] + angle[o];
+      }
+      for (int64_t k = 0; k < n; ++k) {
+        const T* __restrict yk = s.y.data() + k * f + m;
+        T* __restrict row = edge_new + s.slot[k] * e;
+        for (int64_t o = 0; o < e; ++o) row[o] += scale[o] * yk[o];
+      }
+    } else if (se > 0) {
       T* eself = out.eself + b * N * se;
       std::fill(eself, eself + N * se, T(0));
       for (int64_t k = 0; k < n; ++k) CopyRow(s.y.data() + k * f + m, se, eself + s.slot[k] * se);
@@ -114,6 +129,7 @@ __attribute__((always_inline)) inline void BackwardRange(const EdgeInputs<T>& in
                                                          int64_t b1) {
   const int64_t N = in.nnei, e = in.e, nd = in.n, f = in.f, m = in.m, se = f - m;
   const T inv_norm = in.inv_norm;
+  const T* __restrict scale = in.self_scale;
   EdgeScratch<T>& s = ThreadEdgeScratch<T>();
   s.Reserve(N, e, f);
   for (int64_t c = 0; c < e; ++c) {  // transposed weight: the edge gradient loop runs over edge channels
@@ -141,7 +157,11 @@ __attribute__((always_inline)) inline void BackwardRange(const EdgeInputs<T>& in
       for (int64_t o = 0; o < m; ++o) gy[o] = c * gm[o] * du[o];
       g.sw[b * N + j] = Dot<W>(gm, u, m) * inv_norm;
       const T* __restrict ges = g.g_eself + (b * N + j) * se;
-      for (int64_t o = 0; o < se; ++o) gy[m + o] = ges[o] * du[m + o];
+      if (scale) {
+        for (int64_t o = 0; o < se; ++o) gy[m + o] = scale[o] * ges[o] * du[m + o];
+      } else {
+        for (int64_t o = 0; o < se; ++o) gy[m + o] = ges[o] * du[m + o];
+      }
       T* __restrict gp = g.p + r * f;
       for (int64_t o = 0; o < f; ++o) {
         gp[o] += gy[o];
@@ -161,6 +181,13 @@ __attribute__((always_inline)) inline void BackwardRange(const EdgeInputs<T>& in
     AddBack<W>(s.gy.data(), s.wt.data(), gx_rows, n, f, e);
     if (gx_rows == s.gx.data()) {
       for (int64_t k = 0; k < n; ++k) CopyRow(s.gx.data() + k * e, e, g.edge + (b * N + s.slot[k]) * e);
+    }
+    if (in.self_scale) {  // edge_new's own terms: alpha edge and the angle update's head
+      const T* __restrict gn = g.g_eself + b * N * e;
+      T* __restrict ge = g.edge + b * N * e;
+      const T alpha = in.alpha;
+      for (int64_t i = 0; i < N * e; ++i) ge[i] += alpha * gn[i];
+      CopyRow(gn, in.nang * e, g.head + b * in.nang * e);
     }
   }
 }

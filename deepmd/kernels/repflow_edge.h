@@ -9,6 +9,11 @@
 // node_ext at the neighbours' rows, so neither the gathered [nb, N, n] rows nor the per-edge [nb, N, F]
 // activations exist. Padded slots (row < 0) are never read: their eself rows are zero, and so are their
 // gradients (in the padded formula each term touching them is multiplied by a zero switch).
+// With the edge update (self_scale set, F - m = e), the eself output is the layer's new edge instead:
+//   edge_new_j = alpha edge_j + self_scale ⊙ y_j[m:] + (j < nang ? head_j : tail)    [e], every slot
+// (the update_style's combine with the angle update's term already scaled: head [nb, nang, e] per angle
+// slot, tail [e] the constant beyond the angle list of smooth_edge_update), so that no [nb, N, e]
+// temporary of the combine exists; a padded slot's row is alpha edge_j + its head or tail.
 #ifndef DEEPMD_KERNELS_REPFLOW_EDGE_H_
 #define DEEPMD_KERNELS_REPFLOW_EDGE_H_
 
@@ -32,6 +37,12 @@ struct EdgeInputs {
   const T* w = nullptr;                                  // [e, f]
   T inv_norm = 1;
   Act act;
+  // the edge update (nullptr self_scale: eself is the update itself)
+  const T* self_scale = nullptr;  // [e]
+  const T* head = nullptr;        // [nb, nang, e]
+  const T* tail = nullptr;        // [e]
+  int64_t nang = 0;
+  T alpha = 1;
 };
 
 template <typename T>
@@ -46,7 +57,7 @@ struct EdgeOutputs {
 template <typename T>
 struct EdgeGradients {
   const T* g_msg = nullptr;      // [nb, m]
-  const T* g_eself = nullptr;    // [nb, nnei, f - m]
+  const T* g_eself = nullptr;    // [nb, nnei, f - m] (with the edge update: of edge_new)
   const T* g_hg_edge = nullptr;  // [nb, 3, e]
   const T* g_hg_node = nullptr;  // [nb, 3, n]
   T* edge = nullptr;             // [nb, nnei, e]
@@ -55,6 +66,7 @@ struct EdgeGradients {
   T* node_ext = nullptr;         // [rows, n]: accumulated (neighbours are shared), zeroed by the caller
   T* p = nullptr;                // [rows, f]: accumulated, zeroed by the caller
   T* q = nullptr;                // [nb, f]
+  T* head = nullptr;             // [nb, nang, e] (the edge update only)
 };
 
 // Centres [b0, b1); each writes only its own rows, so ranges may run on different threads. A row index

@@ -21,21 +21,21 @@ namespace deepmd::kernels {
 template <typename T>
 struct EnvInputs {
   int64_t nb = 0, nnei = 0, ntypes = 0;
-  const T* coord = nullptr;          // [rows, 3]
-  const int64_t* nbr = nullptr;      // [nb, nnei]: a row of coord, -1 for a padded slot
-  const int64_t* centre = nullptr;   // [nb]: the centre's row of coord
-  const int64_t* ctype = nullptr;    // [nb]: the centre's type, -1 for a virtual one
-  const T* davg = nullptr;           // [ntypes, nnei, 4]
-  const T* dstd = nullptr;           // [ntypes, nnei, 4]
+  const T* coord = nullptr;         // [rows, 3]
+  const int64_t* nbr = nullptr;     // [nb, nnei]: a row of coord, -1 for a padded slot
+  const int64_t* centre = nullptr;  // [nb]: the centre's row of coord
+  const int64_t* ctype = nullptr;   // [nb]: the centre's type, -1 for a virtual one
+  const T* davg = nullptr;          // [ntypes, nnei, 4]
+  const T* dstd = nullptr;          // [ntypes, nnei, 4]
   double e_rcut = 0, e_rcut_smth = 0, a_rcut = 0, a_rcut_smth = 0, protection = 0;  // cast where used, as
-                                                                                     // torch casts scalars
+                                                                                    // torch casts scalars
   bool exp_switch = false, edge_dist = false;
-  int64_t ncut = 0;                  // angle candidates: slots j < ncut (min(a_sel, nnei); 0 without angles)
+  int64_t ncut = 0;  // angle candidates: slots j < ncut (min(a_sel, nnei); 0 without angles)
   // The angle list, once known (EnvAngleSlots, then EnvPack): A slots per centre, its mask and the
   // first packed pair of each centre.
   int64_t nang = 0;
-  const bool* a_mask = nullptr;      // [nb, nang]
-  const int64_t* offset = nullptr;   // [nb + 1]
+  const bool* a_mask = nullptr;     // [nb, nang]
+  const int64_t* offset = nullptr;  // [nb + 1]
 };
 
 template <typename T>

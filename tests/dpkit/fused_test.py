@@ -211,6 +211,15 @@ class ConfigModelsTest(unittest.TestCase):
         self.check("examples/models/dpa3_realistic.json", "float64", 1e-12,
                    {"a_sel": 6, "update_style": "res_avg"})
 
+    def test_dpa3_edge_update_forms(self):
+        """The edge kernel's combine (repflow_edge_update) under res_incr, and the graph's combine kept for
+        smooth_edge_update=False (the angle update beyond the angle list is then per slot); without
+        update_angle the kernel combines the edge self update alone (res_avg: alpha = 1/√2). Float64, 1e-12."""
+        for repflow in ({"update_style": "res_incr"}, {"smooth_edge_update": False},
+                        {"update_angle": False, "update_style": "res_avg"}):
+            with self.subTest(**repflow):
+                self.check("examples/models/dpa3_realistic.json", "float64", 1e-12, repflow)
+
 
     def test_dpa2_medium(self):
         """deepmd-kit's production DPA2 (float64): its g2 attention through the kernel, smooth and gated."""
