@@ -151,6 +151,7 @@ EdgeResult RepflowEdgeUpdateCpu(const at::Tensor& edge, const at::Tensor& nbr, c
                                 const at::Tensor& q, const at::Tensor& w, int64_t n_msg, int64_t act, double threshold,
                                 double slope, double shift, double e_norm, const at::Tensor& head,
                                 const at::Tensor& tail, const at::Tensor& self_scale, double alpha) {
+  TORCH_CHECK(self_scale.numel() > 0, kOp, "_update: self_scale is empty (an edge update needs e_dim > 0)");
   return EdgeCpu(edge, nbr, sw, h2sw, node_ext, p, q, w, n_msg, act, threshold, slope, shift, e_norm,
                  {head, tail, self_scale, alpha});
 }
@@ -251,7 +252,8 @@ EdgeResult RepflowEdgeUpdateAutograd(const at::Tensor& edge, const at::Tensor& n
                                      double threshold, double slope, double shift, double e_norm,
                                      const at::Tensor& head, const at::Tensor& tail, const at::Tensor& self_scale,
                                      double alpha) {
-  TORCH_CHECK(self_scale.numel() > 0, kOp, "_update: self_scale is empty (an edge update needs e_dim > 0)");
+  TORCH_CHECK(self_scale.numel() > 0, kOp, "_update: self_scale is empty (an edge update needs e_dim > 0)");  // as
+  // the CPU kernel, so that the refusal does not depend on which dispatch key runs first
   variable_list out = RepflowEdgeFunction::apply(edge, nbr, sw, h2sw, node_ext, p, q, w, n_msg, act, threshold, slope,
                                                  shift, e_norm, head, tail, self_scale, alpha);
   return {out[0], out[1], out[2], out[3]};
