@@ -135,7 +135,8 @@ def angle_path(layer, x: list, fused: bool, packed: torch.Tensor):
     angle = (packed if fused else angle).detach().requires_grad_(True)
     node_a, edge_a = layer.angle_inputs(node, edge, a_mask)
     if fused:
-        eang, angle_new = layer.fused_angle(angle, node_a, edge_a, edge, a_mask, a_sw, full_mask)
+        reduced, angle_new = layer.fused_angle(angle, node_a, edge_a, a_mask, a_sw)
+        eang = layer.edge_angle_finish(reduced, edge, full_mask)
     else:
         eang = layer.edge_angle_update(angle, node_a, edge_a, edge, a_sw, full_mask)
         aself = layer.act(layer.angle_self_linear.angle_form(angle, node_a, edge_a))
